@@ -1,0 +1,43 @@
+//! OS image archives: a tar of a root tree (`./` entries) with everything a root filesystem
+//! needs preserved, compressed with parallel gzip (default) or multi-threaded zstd.
+
+mod entry_name;
+pub mod pack;
+pub mod unpack;
+
+use std::io::Read;
+
+pub use pack::{pack, PackOptions, PackSummary};
+pub use unpack::{unpack, UnpackOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// `.tgz`, what existing pipelines and BOSH expect.
+    Gzip,
+    /// Multi-threaded zstd: much faster, for images only our own tools read.
+    Zstd,
+}
+
+impl Compression {
+    /// Detects the compression from a file's first bytes; `None` means a plain tar.
+    pub fn sniff(reader: &mut impl Read) -> std::io::Result<(Option<Compression>, Vec<u8>)> {
+        let mut magic = vec![0u8; 4];
+        let mut filled = 0;
+        while filled < magic.len() {
+            let n = reader.read(&mut magic[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        magic.truncate(filled);
+        let kind = if magic.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        };
+        Ok((kind, magic))
+    }
+}

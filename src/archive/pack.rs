@@ -1,0 +1,275 @@
+//! Packs a root tree into an OS image tarball.
+//!
+//! Entries are sorted byte-wise and directories precede their contents; owners are numeric;
+//! mtimes are clamped to `SOURCE_DATE_EPOCH`; the gzip header carries no name and no time. So
+//! the same tree always gives the same bytes. The walk holds one sorted directory listing per
+//! level and the compressors work on bounded blocks, so memory does not grow with the tree.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use gzp::deflate::Gzip;
+use gzp::par::compress::{ParCompress, ParCompressBuilder};
+use gzp::ZWriter;
+use tar::{Builder, EntryType, Header};
+
+use super::entry_name::{append_pax, set_link, set_name};
+use super::Compression;
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub compression: Compression,
+    /// Clamp mtimes to this (from `SOURCE_DATE_EPOCH`).
+    pub source_date_epoch: Option<u64>,
+    pub threads: usize,
+    /// gzip level; 6 is gzip's and pigz's default, so ratios compare like with like.
+    pub gzip_level: u32,
+    pub zstd_level: i32,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Gzip,
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()),
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            gzip_level: 6,
+            zstd_level: 3,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PackSummary {
+    pub entries: u64,
+    pub data_bytes: u64,
+    /// Sockets cannot live in a tar; they are recreated by whatever owns them at run time.
+    pub skipped_sockets: u64,
+}
+
+/// Packs `root` into `out`. `progress` is called with the file bytes archived so far.
+pub fn pack<W: Write + Send + 'static>(
+    root: &Path,
+    out: W,
+    options: &PackOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<PackSummary> {
+    let root_meta = fs::symlink_metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    if !root_meta.is_dir() {
+        anyhow::bail!("{} is not a directory", root.display());
+    }
+    let compressor = Compressor::new(out, options)?;
+    let mut walker = Walker {
+        builder: Builder::new(compressor),
+        options,
+        hard_links: HashMap::new(),
+        summary: PackSummary::default(),
+        progress,
+    };
+    walker.builder.mode(tar::HeaderMode::Complete);
+    walker.entry(root, b"./", &root_meta)?;
+    walker.dir(root, b"./".to_vec())?;
+    let summary = walker.summary.clone();
+    let compressor = walker.builder.into_inner().context("finishing the tar stream")?;
+    compressor.finish()?;
+    Ok(summary)
+}
+
+struct Walker<'a, W: Write + Send + 'static> {
+    builder: Builder<Compressor<W>>,
+    options: &'a PackOptions,
+    hard_links: HashMap<(u64, u64), Vec<u8>>,
+    summary: PackSummary,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<W: Write + Send + 'static> Walker<'_, W> {
+    fn dir(&mut self, dir: &Path, prefix: Vec<u8>) -> Result<()> {
+        let mut names: Vec<OsString> = fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .with_context(|| format!("listing {}", dir.display()))?;
+        // Byte order, not locale order: the same tree must give the same archive anywhere.
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut archived = prefix.clone();
+            archived.extend_from_slice(&name.into_vec());
+            if meta.is_dir() {
+                archived.push(b'/');
+                self.entry(&path, &archived, &meta)?;
+                self.dir(&path, archived)?;
+            } else {
+                self.entry(&path, &archived, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata) -> Result<()> {
+        let file_type = meta.file_type();
+        if file_type.is_socket() {
+            self.summary.skipped_sockets += 1;
+            return Ok(());
+        }
+        let mut header = Header::new_gnu();
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_uid(meta.uid() as u64);
+        header.set_gid(meta.gid() as u64);
+        let mtime = meta.mtime().max(0) as u64;
+        header.set_mtime(self.options.source_date_epoch.map_or(mtime, |epoch| mtime.min(epoch)));
+        header.set_size(0);
+
+        let xattrs = read_xattrs(path)?;
+        if !xattrs.is_empty() {
+            append_pax(&mut self.builder, name, &xattrs).context("writing xattrs")?;
+        }
+
+        let add_err = |e: io::Error| crate::fsutil::io_error(e, "archiving", path);
+        if file_type.is_dir() {
+            header.set_entry_type(EntryType::Directory);
+            self.append(header, name, io::empty()).map_err(add_err)?;
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+            header.set_entry_type(EntryType::Symlink);
+            set_link(&mut self.builder, &mut header, target.as_os_str().as_bytes()).map_err(add_err)?;
+            self.append(header, name, io::empty()).map_err(add_err)?;
+        } else if meta.nlink() > 1 && self.hard_links.contains_key(&(meta.dev(), meta.ino())) {
+            let first = self.hard_links[&(meta.dev(), meta.ino())].clone();
+            header.set_entry_type(EntryType::Link);
+            set_link(&mut self.builder, &mut header, &first).map_err(add_err)?;
+            self.append(header, name, io::empty()).map_err(add_err)?;
+        } else if file_type.is_file() {
+            if meta.nlink() > 1 {
+                self.hard_links.insert((meta.dev(), meta.ino()), name.to_vec());
+            }
+            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(meta.len());
+            let reader = ExactReader { inner: file.take(meta.len()), left: meta.len(), path };
+            self.append(header, name, reader).map_err(add_err)?;
+            self.summary.data_bytes += meta.len();
+            (self.progress)(self.summary.data_bytes);
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            header.set_entry_type(if file_type.is_char_device() { EntryType::Char } else { EntryType::Block });
+            let rdev = meta.rdev();
+            header.set_device_major(libc::major(rdev)).map_err(add_err)?;
+            header.set_device_minor(libc::minor(rdev)).map_err(add_err)?;
+            self.append(header, name, io::empty()).map_err(add_err)?;
+        } else if file_type.is_fifo() {
+            header.set_entry_type(EntryType::Fifo);
+            self.append(header, name, io::empty()).map_err(add_err)?;
+        }
+        self.summary.entries += 1;
+        Ok(())
+    }
+
+    fn append(&mut self, mut header: Header, name: &[u8], data: impl Read) -> io::Result<()> {
+        set_name(&mut self.builder, &mut header, name)?;
+        header.set_cksum();
+        self.builder.append(&header, data)
+    }
+}
+
+/// Fails instead of writing a short entry when a file shrinks while it is archived.
+struct ExactReader<'p, R> {
+    inner: R,
+    left: u64,
+    path: &'p Path,
+}
+
+impl<R: Read> Read for ExactReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::other(format!("{} shrank while it was archived", self.path.display())));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // Some filesystems (and symlinks on some) simply have none.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
+    };
+    let mut names: Vec<OsString> = names.collect();
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(value) =
+            xattr::get(path, &name).with_context(|| format!("reading xattr {name:?} of {}", path.display()))?
+        {
+            out.push((format!("SCHILY.xattr.{}", name.to_string_lossy()), value));
+        }
+    }
+    Ok(out)
+}
+
+/// The compressing end of the pipeline.
+enum Compressor<W: Write + Send + 'static> {
+    Gzip(ParCompress<'static, Gzip, W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write + Send + 'static> Compressor<W> {
+    fn new(out: W, options: &PackOptions) -> Result<Self> {
+        Ok(match options.compression {
+            Compression::Gzip => {
+                let writer = ParCompressBuilder::<Gzip>::new()
+                    .num_threads(options.threads.max(1))
+                    .map_err(|e| anyhow!("gzip threads: {e}"))?
+                    .compression_level(flate2::Compression::new(options.gzip_level))
+                    .from_writer(out);
+                Compressor::Gzip(writer)
+            }
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(out, options.zstd_level)?;
+                encoder.multithread(options.threads.max(1) as u32)?;
+                Compressor::Zstd(encoder)
+            }
+        })
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Compressor::Gzip(mut w) => w.finish().map(drop).map_err(|e| gzp_error(e, "finishing gzip stream")),
+            Compressor::Zstd(w) => w.finish().map(drop).context("finishing zstd stream"),
+        }
+    }
+}
+
+fn gzp_error(err: gzp::GzpError, what: &str) -> anyhow::Error {
+    match err {
+        gzp::GzpError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            anyhow!("no space left on device while {what}: free some space or write elsewhere")
+        }
+        other => anyhow!("{what}: {other}"),
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+        }
+    }
+}

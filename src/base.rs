@@ -1,0 +1,199 @@
+//! The base root filesystem (layer 0): mmdebstrap when installed, debootstrap otherwise, cached
+//! by what determines its content, plus the UTC date so a day's security updates are picked up.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::archive::{self, Compression, PackOptions, UnpackOptions};
+use crate::progress::Reporter;
+use crate::stage::process::{run_logged, sandboxed};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseSpec {
+    pub suite: String,
+    pub arch: String,
+    pub variant: String,
+    pub components: Vec<String>,
+    pub mirror: Option<String>,
+    pub keyring: Option<PathBuf>,
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrapper {
+    Mmdebstrap,
+    Debootstrap,
+}
+
+impl Bootstrapper {
+    pub fn detect() -> Result<Self> {
+        if which::which("mmdebstrap").is_ok() {
+            Ok(Self::Mmdebstrap)
+        } else if which::which("debootstrap").is_ok() {
+            Ok(Self::Debootstrap)
+        } else {
+            bail!("neither mmdebstrap nor debootstrap is installed: apt-get install -y mmdebstrap")
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mmdebstrap => "mmdebstrap",
+            Self::Debootstrap => "debootstrap",
+        }
+    }
+
+    /// The bootstrap command line (without the sandbox around it).
+    pub fn arguments(self, spec: &BaseSpec, target: &Path) -> Vec<String> {
+        let mut args = vec![format!("--variant={}", spec.variant)];
+        match self {
+            Self::Mmdebstrap => args.push(format!("--architectures={}", spec.arch)),
+            Self::Debootstrap => args.push(format!("--arch={}", spec.arch)),
+        }
+        args.push(format!("--components={}", spec.components.join(",")));
+        if !spec.packages.is_empty() {
+            args.push(format!("--include={}", spec.packages.join(",")));
+        }
+        if let Some(keyring) = &spec.keyring {
+            args.push(format!("--keyring={}", keyring.display()));
+        }
+        args.push(spec.suite.clone());
+        args.push(target.display().to_string());
+        // No mirror given: the bootstrapper picks its own default; we never name one.
+        if let Some(mirror) = &spec.mirror {
+            args.push(mirror.clone());
+        }
+        args
+    }
+}
+
+impl BaseSpec {
+    /// The cache key: everything that determines the base's content, and the UTC day.
+    pub fn cache_key(&self, day: &str) -> String {
+        let mut hasher = Sha256::new();
+        let mut packages = self.packages.clone();
+        packages.sort();
+        let keyring = self.keyring.as_ref().map(|k| k.display().to_string()).unwrap_or_default();
+        for part in [
+            "base-v1",
+            &self.suite,
+            &self.arch,
+            &self.variant,
+            &self.components.join(","),
+            self.mirror.as_deref().unwrap_or("default"),
+            &keyring,
+            &packages.join(","),
+            day,
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        format!("{}-{}-{}", self.suite, self.arch, &hex::encode(hasher.finalize())[..16])
+    }
+}
+
+pub fn utc_day() -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+}
+
+pub enum BaseSource {
+    Cache(PathBuf),
+    Bootstrapped(Bootstrapper),
+}
+
+/// Fills `target` (which must not exist) with the base, from the cache when it can.
+pub fn provide(spec: &BaseSpec, cache_dir: Option<&Path>, target: &Path, log: &Path, reporter: &Reporter) -> Result<BaseSource> {
+    let cached = cache_dir.map(|dir| dir.join("base").join(format!("{}.tar.zst", spec.cache_key(&utc_day()))));
+    if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
+        let step = reporter.step("base (cached)");
+        let started = Instant::now();
+        archive::unpack(cached, target, &UnpackOptions::default())
+            .with_context(|| format!("restoring the cached base {} (delete it to rebuild)", cached.display()))?;
+        step.finish("restored", started.elapsed());
+        return Ok(BaseSource::Cache(cached.clone()));
+    }
+    let tool = Bootstrapper::detect()?;
+    let step = reporter.step(&format!("base ({} {})", tool.name(), spec.suite));
+    let started = Instant::now();
+    let program = which::which(tool.name())?;
+    let args = tool.arguments(spec, target);
+    let os_args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let outcome = run_logged(sandboxed(&program, &os_args)?, log, true, &step)?;
+    if outcome.code != 0 {
+        step.finish("FAILED", started.elapsed());
+        let tail: Vec<String> = outcome.tail.into_iter().collect();
+        bail!(
+            "{} {} failed with status {}:\n{}\nlog: {}",
+            tool.name(),
+            spec.suite,
+            outcome.code,
+            tail.join("\n"),
+            log.display()
+        );
+    }
+    step.finish("bootstrapped", started.elapsed());
+    if let Some(cached) = cached {
+        store(target, &cached, reporter)?;
+    }
+    Ok(BaseSource::Bootstrapped(tool))
+}
+
+fn store(tree: &Path, cached: &Path, reporter: &Reporter) -> Result<()> {
+    let dir = cached.parent().expect("cache path has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| crate::fsutil::io_error(e, "creating", dir))?;
+    let step = reporter.step("base cache");
+    let started = Instant::now();
+    let pending = crate::output::PendingOutput::new(cached)?;
+    let options = PackOptions { compression: Compression::Zstd, ..PackOptions::default() };
+    archive::pack(tree, std::io::BufWriter::new(pending.file()?), &options, &mut |_| {})?;
+    pending.commit()?;
+    step.finish(&format!("stored {}", cached.display()), started.elapsed());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BaseSpec {
+        BaseSpec {
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            variant: "minbase".into(),
+            components: vec!["main".into()],
+            mirror: None,
+            keyring: None,
+            packages: vec!["sudo".into(), "cron".into()],
+        }
+    }
+
+    #[test]
+    fn cache_key_changes_with_content_inputs_and_day() {
+        let base = spec().cache_key("2026-11-24");
+        assert_eq!(base, spec().cache_key("2026-11-24"));
+        assert_ne!(base, spec().cache_key("2026-11-25"));
+        let mut other = spec();
+        other.packages.push("vim-tiny".into());
+        assert_ne!(base, other.cache_key("2026-11-24"));
+        let mut other = spec();
+        other.mirror = Some("http://mirror.invalid/debian".into());
+        assert_ne!(base, other.cache_key("2026-11-24"));
+        let mut reordered = spec();
+        reordered.packages.reverse();
+        assert_eq!(base, reordered.cache_key("2026-11-24"), "package order does not matter");
+    }
+
+    #[test]
+    fn no_mirror_argument_unless_given() {
+        let args = Bootstrapper::Mmdebstrap.arguments(&spec(), Path::new("/t"));
+        assert_eq!(args.last().unwrap(), "/t");
+        assert!(args.contains(&"--include=sudo,cron".to_string()));
+        let mut with_mirror = spec();
+        with_mirror.mirror = Some("http://m.invalid/debian".into());
+        assert_eq!(Bootstrapper::Debootstrap.arguments(&with_mirror, Path::new("/t")).last().unwrap(), "http://m.invalid/debian");
+    }
+}

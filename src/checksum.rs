@@ -1,0 +1,93 @@
+//! SHA-256 digests of artifacts and the `NAME.sha256` sidecar (sha256sum format, so
+//! `sha256sum -c` works on it).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+pub fn sidecar_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The sidecar's line: `HEX  FILENAME`.
+pub fn sidecar_line(digest: &str, artifact: &Path) -> String {
+    let name = artifact.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    format!("{digest}  {name}\n")
+}
+
+/// Reads the digest from a sidecar; accepts a bare digest or sha256sum's format.
+pub fn read_sidecar(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let digest = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{} does not hold a sha256 digest: regenerate it with `sha256sum`", path.display());
+    }
+    Ok(digest)
+}
+
+/// Checks `artifact` against its sidecar when one exists. Returns whether a check was made.
+pub fn verify_sidecar(artifact: &Path) -> Result<bool> {
+    let sidecar = sidecar_path(artifact);
+    if !sidecar.exists() {
+        return Ok(false);
+    }
+    let expected = read_sidecar(&sidecar)?;
+    let actual = sha256_file(artifact)?;
+    if expected != actual {
+        bail!(
+            "checksum mismatch for {}: {} says {expected}, the file has {actual}; download or build it again",
+            artifact.display(),
+            sidecar.display()
+        );
+    }
+    Ok(true)
+}
+
+/// A writer that hashes what passes through; the digest is shared so it can be read after the
+/// writer has moved into a compressor thread.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Arc<Mutex<Sha256>>,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> (Self, Arc<Mutex<Sha256>>) {
+        let hasher = Arc::new(Mutex::new(Sha256::new()));
+        (Self { inner, hasher: hasher.clone() }, hasher)
+    }
+}
+
+pub fn finish_digest(hasher: &Arc<Mutex<Sha256>>) -> String {
+    hex::encode(hasher.lock().expect("hasher poisoned").clone().finalize())
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.lock().expect("hasher poisoned").update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

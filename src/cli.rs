@@ -1,0 +1,331 @@
+//! Command-line flags (clap), turned into the plain plans the library runs. Nothing below this
+//! module knows about clap or `std::env::args`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::archive::{self, Compression, UnpackOptions};
+use crate::os::{self, OsDefinition};
+use crate::progress::Reporter;
+
+#[derive(Debug, Parser)]
+#[command(name = "stemcell-builder", version, about = "Builds hardened Linux OS images and BOSH stemcells")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap a base, run the OS stages in a chroot, and archive it as an OS image.
+    BuildOsImage(BuildOsImageArgs),
+    /// Print the resolved, ordered stage list for an OS (runs nothing).
+    ListStages(ListStagesArgs),
+    /// Run a command inside a root tree with fresh namespaces, /proc, /sys, /dev and no daemons.
+    ChrootExec(ChrootExecArgs),
+    /// Archive a directory as an OS image (with .sha256 and .packages.txt beside it).
+    Pack(PackArgs),
+    /// Unpack an OS image into a directory, verifying its .sha256 first when present.
+    Unpack(UnpackArgs),
+    /// Check this host for what builds need, and say what to install.
+    Doctor(DoctorArgs),
+    /// Internal: run a command under a PID-namespace init that dies with the builder.
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Sources {
+    /// Directory holding the stages and collections.yml.
+    #[arg(long, env = "STEMCELL_BUILDER_STAGES_DIR")]
+    pub stages_dir: Option<PathBuf>,
+    /// Directory holding os/*.yml and other shared assets.
+    #[arg(long, env = "STEMCELL_BUILDER_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OsChoice {
+    /// OS to build: debian-trixie, debian-bookworm, ubuntu-noble, ubuntu-jammy.
+    /// Default: from OS_NAME/OS_VERSION when set, else debian-trixie.
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Stage collection from collections.yml (default: the OS definition's).
+    #[arg(long)]
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildOsImageArgs {
+    #[command(flatten)]
+    pub os: OsChoice,
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Debian architecture (default: this host's).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Archive mirror URL (default: the bootstrapper's own default).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Keyring that signs the archive (Ubuntu on Debian hosts needs one).
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+    /// Work directory (chroot, logs, settings). Default: /var/tmp/stemcell-builder/OS-ARCH.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Where to write the OS image.
+    #[arg(long, default_value = "os-image.tgz")]
+    pub output: PathBuf,
+    /// Rerun from this stage on the chroot as it stands (reference: resume_from).
+    #[arg(long, env = "resume_from")]
+    pub resume_from: Option<String>,
+    /// Extra setting for stages, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Cache for bootstrapped bases.
+    #[arg(long, default_value = "/var/cache/stemcell-builder")]
+    pub cache_dir: PathBuf,
+    /// Do not read or write the base cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Use this directory or OS image as the base instead of bootstrapping one.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Compression of the OS image.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Compression,
+}
+
+#[derive(Debug, Args)]
+pub struct ListStagesArgs {
+    #[command(flatten)]
+    pub os: OsChoice,
+    #[command(flatten)]
+    pub sources: Sources,
+}
+
+#[derive(Debug, Args)]
+pub struct ChrootExecArgs {
+    /// The root tree.
+    pub root: PathBuf,
+    /// Do not bind the host's /etc/resolv.conf.
+    #[arg(long)]
+    pub no_resolv_conf: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The root tree to archive.
+    pub source: PathBuf,
+    /// The OS image to write.
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Compression,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The OS image (gzip, zstd or plain tar: detected).
+    pub archive: PathBuf,
+    /// An empty or new directory.
+    pub target: PathBuf,
+    /// Do not check the .sha256 sidecar.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Where builds will write (free disk is checked there).
+    #[arg(long, default_value = "/var/tmp")]
+    pub work_dir: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::BuildOsImage(args) => {
+            let plan = build_plan(args)?;
+            crate::os_image::build(&plan, &Reporter::detect())?;
+        }
+        Command::ListStages(args) => {
+            let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
+            let collection = args.os.collection.clone().unwrap_or_else(|| def.collection.clone());
+            let stages = crate::collections::load_collection(&stages_dir, &collection)?;
+            println!("# {} stages of collection '{collection}' for {}", stages.len(), def.name);
+            for stage in stages {
+                let config = if stage.config_script().is_some() { "  (config.sh)" } else { "" };
+                println!("{:02} {}{config}", stage.position, stage.name);
+            }
+        }
+        Command::ChrootExec(args) => {
+            let code = crate::chroot::exec(&crate::chroot::ChrootCommand {
+                root: args.root,
+                command: args.command,
+                resolv_conf: !args.no_resolv_conf,
+            })?;
+            return Ok(exit_code(code));
+        }
+        Command::Sandbox { command } => {
+            let (program, rest) = command.split_first().context("sandbox needs a command")?;
+            let mut child = std::process::Command::new(program);
+            child.args(rest);
+            let code = crate::sandbox::run_isolated(crate::sandbox::stage_namespaces(), || Ok(()), child)?;
+            return Ok(exit_code(code));
+        }
+        Command::Pack(args) => {
+            let files = crate::os_image::write_os_image(&args.source, &args.output, args.compression, &Reporter::detect())?;
+            println!("{}  {}", files.sha256, files.image.display());
+        }
+        Command::Unpack(args) => {
+            if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                bail!("{} is not empty: unpack into a new or empty directory", args.target.display());
+            }
+            let summary = archive::unpack(&args.archive, &args.target, &UnpackOptions { skip_checksum: args.no_verify })?;
+            let verified = if summary.checksum_verified { "checksum verified" } else { "no .sha256 beside it" };
+            println!("unpacked {} entries into {} ({verified})", summary.entries, args.target.display());
+        }
+        Command::Doctor(args) => {
+            let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
+    let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
+    let arch = args.arch.clone().unwrap_or_else(host_arch);
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/stemcell-builder/{}-{arch}", def.name)));
+    Ok(crate::os_image::OsImagePlan {
+        os: def,
+        collection: args.os.collection,
+        arch,
+        mirror: args.mirror,
+        keyring: args.keyring,
+        work_dir,
+        stages_dir,
+        output: args.output,
+        resume_from: args.resume_from,
+        overrides: args.set,
+        cache_dir: (!args.no_cache).then_some(args.cache_dir),
+        base: args.base,
+        compression: args.compression,
+        resume_command: resume_command(std::env::args_os().collect()),
+    })
+}
+
+fn resolve_os(choice: &OsChoice, sources: &Sources) -> Result<(OsDefinition, PathBuf)> {
+    let name = choice
+        .os
+        .clone()
+        .or_else(|| os::from_reference_env(std::env::var("OS_NAME").ok(), std::env::var("OS_VERSION").ok()))
+        .unwrap_or_else(|| os::DEFAULT_OS.to_string());
+    let assets = sources.assets_dir.clone().unwrap_or_else(|| shipped_dir("assets"));
+    let stages = sources.stages_dir.clone().unwrap_or_else(|| shipped_dir("stages"));
+    // Stages run with their own directory as cwd: every path handed to them is absolute.
+    let stages = stages
+        .canonicalize()
+        .with_context(|| format!("stages directory {} does not exist: pass --stages-dir", stages.display()))?;
+    Ok((OsDefinition::load(&assets, &name)?, stages))
+}
+
+/// `./NAME` when run from a checkout, else beside the binary's checkout, else the source tree
+/// it was built from.
+fn shipped_dir(name: &str) -> PathBuf {
+    let local = PathBuf::from(name);
+    if local.is_dir() {
+        return local;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/stemcell-builder -> checkout root
+        if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            if root.join(name).is_dir() {
+                return root.join(name);
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+pub fn host_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64el",
+        "s390x" => "s390x",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The command line that started the build, shell-quoted, without any --resume-from.
+fn resume_command(argv: Vec<OsString>) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut skip = false;
+    for (i, arg) in argv.iter().enumerate() {
+        let arg = arg.to_string_lossy().into_owned();
+        if skip {
+            skip = false;
+            continue;
+        }
+        if arg == "--resume-from" {
+            skip = true;
+            continue;
+        }
+        if arg.starts_with("--resume-from=") {
+            continue;
+        }
+        if i == 0 {
+            words.push(std::env::current_exe().map(|p| p.display().to_string()).unwrap_or(arg));
+        } else {
+            words.push(arg);
+        }
+    }
+    shell_words::join(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_command_drops_old_resume_flag() {
+        let argv = ["sb", "build-os-image", "--resume-from", "x", "--set", "a=b c", "--resume-from=y"];
+        let cmd = resume_command(argv.iter().map(OsString::from).collect());
+        assert!(cmd.ends_with("build-os-image --set 'a=b c'"), "{cmd}");
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,50 @@
+//! File-system helpers shared by the builder: error messages that name the path and the fix.
+
+use std::io;
+use std::path::Path;
+
+/// Wraps an I/O error with the path and, for a full disk, says so plainly.
+pub fn io_error(err: io::Error, action: &str, path: &Path) -> anyhow::Error {
+    if err.raw_os_error() == Some(libc::ENOSPC) {
+        anyhow::anyhow!(
+            "no space left on device while {action} {}: free some space there or choose another location",
+            path.display()
+        )
+    } else {
+        anyhow::Error::new(err).context(format!("{action} {}", path.display()))
+    }
+}
+
+/// Mount points at or below `dir`, from /proc/self/mounts.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else { return vec![] };
+    let prefix = dir.to_string_lossy().trim_end_matches('/').to_string();
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(1))
+        .map(unescape_mount_path)
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .collect()
+}
+
+/// /proc/mounts escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(raw: &str) -> String {
+    raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Removes a tree that the builder owns, refusing when something is still mounted below it
+/// (deleting through a bind mount would delete the host's files).
+pub fn remove_tree(dir: &Path) -> anyhow::Result<()> {
+    let mounts = mounts_below(dir);
+    if !mounts.is_empty() {
+        anyhow::bail!(
+            "refusing to delete {}: {} is still mounted; unmount it (umount -R) first",
+            dir.display(),
+            mounts[0]
+        );
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io_error(err, "removing", dir)),
+    }
+}

@@ -1,0 +1,22 @@
+//! stemcell-builder: builds hardened Linux OS images (and, later, BOSH stemcells).
+//!
+//! The library never reads `std::env::args`; `cli.rs` turns flags into plain
+//! plans that the modules below take.
+
+pub mod archive;
+pub mod base;
+pub mod checksum;
+pub mod chroot;
+pub mod cli;
+pub mod collections;
+pub mod doctor;
+pub mod fsutil;
+pub mod lock;
+pub mod os;
+pub mod os_image;
+pub mod output;
+pub mod packages;
+pub mod progress;
+pub mod sandbox;
+pub mod settings;
+pub mod stage;

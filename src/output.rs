@@ -1,0 +1,78 @@
+//! Outputs are written under a temporary name in the destination directory and renamed only
+//! when complete, so an interrupted or failed build never leaves a file under the final name.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tempfile::NamedTempFile;
+
+use crate::fsutil::io_error;
+
+pub struct PendingOutput {
+    temp: NamedTempFile,
+    final_path: PathBuf,
+}
+
+impl PendingOutput {
+    pub fn new(final_path: &Path) -> Result<Self> {
+        let dir = match final_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!("output directory {} does not exist: create it or choose another --output", dir.display());
+        }
+        let name = final_path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", final_path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(|e| io_error(e, "creating a temporary file in", &dir))?;
+        Ok(Self { temp, final_path: final_path.to_path_buf() })
+    }
+
+    pub fn file(&self) -> Result<File> {
+        self.temp.as_file().try_clone().context("duplicating output file handle")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let path = self.final_path.clone();
+        self.temp.write_all(data).map_err(|e| io_error(e, "writing", &path))
+    }
+
+    /// Flushes to disk and gives the file its final name.
+    pub fn commit(self) -> Result<PathBuf> {
+        let final_path = self.final_path.clone();
+        self.temp.as_file().sync_all().map_err(|e| io_error(e, "writing", &final_path))?;
+        let file = self
+            .temp
+            .persist(&final_path)
+            .map_err(|e| io_error(e.error, "renaming into", &final_path))?;
+        // Readable like a file made with the default umask, not 0600 like a temp file.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        Ok(final_path)
+    }
+}
+
+/// Writes `data` to `path` atomically.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    let mut pending = PendingOutput::new(path)?;
+    pending.write_all(data)?;
+    pending.commit()?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Runs a command under a fresh PID-namespace init, so that nothing it starts can outlive it.
+//!
+//! The init process (PID 1 of the new namespace) is tied to its parent with `PR_SET_PDEATHSIG`,
+//! and the kernel kills every process of a PID namespace when its init exits. Mount namespaces
+//! are created by the init itself, so they are held only by processes that die with it: when the
+//! command ends, or the builder is SIGKILLed, every mount and process of the stage goes away.
+//!
+//! Must only be called from a single-threaded process (`chroot-exec`, or the hidden `sandbox`
+//! subcommand the stage runner execs), because it forks.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Exit status used when the sandbox itself (not the command) failed.
+pub const SETUP_FAILED: i32 = 125;
+
+/// Namespaces the init unshares for itself and everything below it.
+pub fn stage_namespaces() -> CloneFlags {
+    CloneFlags::CLONE_NEWNS
+}
+
+/// Runs `command` as the only child of a new PID namespace's init. `setup` runs inside the
+/// init after its own namespaces exist and before the command starts (mounts, chroot).
+/// Returns the command's exit code, or 128 + signal number.
+pub fn run_isolated(
+    namespaces: CloneFlags,
+    setup: impl FnOnce() -> Result<()>,
+    mut command: Command,
+) -> Result<i32> {
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID) failed: are you root?")?;
+    // SAFETY: callers are single-threaded (see module docs); the child only calls
+    // async-signal-safe functions until it execs or exits.
+    match unsafe { fork() }.context("fork failed")? {
+        ForkResult::Child => {
+            let code = match init(namespaces, setup, &mut command) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("stemcell-builder: {err:#}");
+                    SETUP_FAILED
+                }
+            };
+            // The init's exit is what kills any straggler of the namespace.
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => wait_for(child),
+    }
+}
+
+fn init(namespaces: CloneFlags, setup: impl FnOnce() -> Result<()>, command: &mut Command) -> Result<i32> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
+    if namespaces.contains(CloneFlags::CLONE_NEWNS) {
+        // Without this, mounts made below would propagate back to the host's namespace.
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .context("mount --make-rprivate / failed")?;
+    }
+    setup()?;
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    let main = Pid::from_raw(child.id() as i32);
+    // As PID 1 we also reap orphans the command leaves behind.
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => return Ok(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(err) => return Err(err).context("waitpid in sandbox init"),
+        }
+    }
+}
+
+fn wait_for(child: Pid) -> Result<i32> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(err) => return Err(err).context("waitpid for sandbox init"),
+        }
+    }
+}
+
+/// Makes a child spawned by the builder die with the builder's thread that spawned it.
+/// Spawn from the main thread: the death signal follows the spawning thread, not the process.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,14 @@
+# Sourced first by every apply.sh:
+#   source "$(dirname "$0")/../lib/prelude_apply.bash"
+# apply.sh runs on the host, as root, with WORK as $1; it changes the tree at $chroot.
+set -euo pipefail
+
+work=${work:-${1:?usage: apply.sh WORK_DIR}}
+chroot=${chroot:-$work/chroot}
+lib_dir=${lib_dir:-$(dirname "${BASH_SOURCE[0]}")}
+source "$lib_dir/prelude_common.bash"
+
+# What this stage's config.sh persisted.
+if [ -n "${settings_file:-}" ] && [ -f "$settings_file" ]; then
+  source "$settings_file"
+fi
