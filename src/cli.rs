@@ -81,7 +81,7 @@ pub struct BuildOsImageArgs {
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Where to write the OS image.
-    #[arg(long, default_value = "os-image.tgz")]
+    #[arg(long, default_value = "os-image.tgz", overrides_with = "output")]
     pub output: PathBuf,
     /// Rerun from this stage on the chroot as it stands (reference: resume_from).
     #[arg(long, env = "resume_from")]

@@ -102,9 +102,15 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
             if kind == EntryType::Directory {
                 dir_times.push((destination.clone(), entry.header().mtime()?));
             }
-            entry
-                .unpack_in(target)
-                .map_err(|e| crate::fsutil::io_error(e, "unpacking", &destination))?;
+            if matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
+                // The tar crate writes these as empty regular files; a root filesystem needs
+                // the real nodes (/dev/null, /dev/console).
+                make_node(entry.header(), kind, &destination)?;
+            } else {
+                entry
+                    .unpack_in(target)
+                    .map_err(|e| crate::fsutil::io_error(e, "unpacking", &destination))?;
+            }
         }
         summary.entries += 1;
     }
@@ -113,6 +119,44 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
         filetime::set_symlink_file_times(dir, time, time).with_context(|| format!("setting mtime of {}", dir.display()))?;
     }
     Ok(())
+}
+
+fn make_node(header: &tar::Header, kind: EntryType, path: &Path) -> Result<()> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    if path.symlink_metadata().is_ok() {
+        fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| crate::fsutil::io_error(e, "creating", parent))?;
+    }
+    let (flag, dev) = match kind {
+        EntryType::Char => (SFlag::S_IFCHR, device(header)?),
+        EntryType::Block => (SFlag::S_IFBLK, device(header)?),
+        _ => (SFlag::S_IFIFO, 0),
+    };
+    let mode = header.mode()?;
+    mknod(path, flag, Mode::from_bits_truncate(mode), dev)
+        .with_context(|| format!("mknod {} ({flag:?}, mode {mode:o})", path.display()))?;
+    let (uid, gid) = (u32::try_from(header.uid()?)?, u32::try_from(header.gid()?)?);
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(uid.into()),
+        Some(gid.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("chown {}", path.display()))?;
+    // mknod honours the umask; the archive's mode is the truth.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    let time = filetime::FileTime::from_unix_time(header.mtime()? as i64, 0);
+    filetime::set_symlink_file_times(path, time, time)?;
+    Ok(())
+}
+
+fn device(header: &tar::Header) -> Result<libc::dev_t> {
+    let major = header.device_major()?.unwrap_or(0);
+    let minor = header.device_minor()?.unwrap_or(0);
+    Ok(libc::makedev(major, minor))
 }
 
 /// The entry's path relative to the target; refuses absolute paths and `..`.

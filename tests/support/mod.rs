@@ -1,0 +1,170 @@
+//! Fixtures for integration tests: a temp stages dir with the real bash prelude, a tiny
+//! busybox root to use as the base, a work dir, and the built binary to run against them.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stemcell-builder"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc", "test",
+    "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf", "kill", "sed",
+];
+
+/// A root tree with busybox-static and its applets: enough for stages that run shell code.
+pub fn busybox_root(root: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is installed (apt-get install busybox-static)");
+    for dir in ["bin", "etc", "usr/sbin", "tmp", "root"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(root.join("etc/resolv.conf"), "").unwrap();
+    fs::write(root.join("etc/hostname"), "tiny\n").unwrap();
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("sb-test-").tempdir().unwrap();
+        let fixture = Fixture { dir };
+        let lib = fixture.stages().join("lib");
+        fs::create_dir_all(&lib).unwrap();
+        for file in ["prelude_common.bash", "prelude_apply.bash", "prelude_config.bash"] {
+            fs::copy(repo().join("stages/lib").join(file), lib.join(file)).unwrap();
+        }
+        busybox_root(&fixture.base());
+        fs::create_dir_all(fixture.out_dir()).unwrap();
+        fixture
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn stages(&self) -> PathBuf {
+        self.path().join("stages")
+    }
+    pub fn base(&self) -> PathBuf {
+        self.path().join("base")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path().join("work")
+    }
+    pub fn chroot(&self) -> PathBuf {
+        self.work().join("chroot")
+    }
+    pub fn out_dir(&self) -> PathBuf {
+        self.path().join("out")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.out_dir().join("os-image.tgz")
+    }
+
+    /// Writes collections.yml with one collection `test` holding `stages`.
+    pub fn collection(&self, stages: &[&str]) {
+        let body = format!("collections:\n  test: [{}]\n", stages.join(", "));
+        fs::write(self.stages().join("collections.yml"), body).unwrap();
+    }
+
+    /// A stage whose apply.sh runs `body` after the prelude.
+    pub fn stage(&self, name: &str, body: &str) {
+        self.script(name, "apply.sh", "prelude_apply.bash", body);
+    }
+
+    pub fn config(&self, name: &str, body: &str) {
+        self.script(name, "config.sh", "prelude_config.bash", body);
+    }
+
+    fn script(&self, name: &str, file: &str, prelude: &str, body: &str) {
+        let dir = self.stages().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(file);
+        let text = format!("#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/../lib/{prelude}\"\n{body}\n");
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `build-os-image` on the busybox base with the `test` collection, plus `extra` flags.
+    pub fn build_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("build-os-image")
+            .arg("--stages-dir")
+            .arg(self.stages())
+            .arg("--collection")
+            .arg("test")
+            .arg("--base")
+            .arg(self.base())
+            .arg("--work-dir")
+            .arg(self.work())
+            .arg("--output")
+            .arg(self.output())
+            .arg("--no-cache")
+            .args(extra)
+            .env_remove("resume_from")
+            .env_remove("OS_NAME")
+            .env_remove("OS_VERSION");
+        cmd
+    }
+
+    pub fn build(&self, extra: &[&str]) -> Output {
+        self.build_command(extra).output().unwrap()
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Mount points at or below `dir` in the host's mount table.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().to_string();
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+/// PIDs of processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = vec![];
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Polls `check` for up to `seconds`.
+pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check()
+}
