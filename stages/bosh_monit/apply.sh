@@ -18,13 +18,27 @@ include /var/vcap/monit/*.monitrc
 include /var/vcap/monit/job/*.monitrc
 MONITRC
 chmod 0700 "$chroot/var/vcap/bosh/etc/monitrc"
+# Debian stopped shipping a unit that runs runsvdir under systemd (runit-systemd); BOSH needs
+# one: the agent's own service lives in /etc/service.
+if [ ! -e "$chroot/usr/lib/systemd/system/runit.service" ] && [ ! -e "$chroot/lib/systemd/system/runit.service" ]; then
+  cat >"$chroot/etc/systemd/system/runit.service" <<'UNIT'
+# installed by bosh_monit: runit supervises the BOSH agent (and monit, through the agent)
+[Unit]
+Description=runit service supervision for BOSH
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/runsvdir -P /etc/service
+Restart=always
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+fi
 run_in_chroot "$chroot" '
   if [ -e /lib/systemd/system/monit.service ] || [ -e /usr/lib/systemd/system/monit.service ]; then
     systemctl disable monit.service
   fi
-  for unit in runit.service; do
-    if [ -e /lib/systemd/system/$unit ] || [ -e /usr/lib/systemd/system/$unit ]; then
-      systemctl enable $unit
-    fi
-  done
+  systemctl enable runit.service
 '
