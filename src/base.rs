@@ -76,7 +76,11 @@ impl BaseSpec {
         let mut hasher = Sha256::new();
         let mut packages = self.packages.clone();
         packages.sort();
-        let keyring = self.keyring.as_ref().map(|k| k.display().to_string()).unwrap_or_default();
+        let keyring = self
+            .keyring
+            .as_ref()
+            .map(|k| k.display().to_string())
+            .unwrap_or_default();
         for part in [
             "base-v1",
             &self.suite,
@@ -91,13 +95,20 @@ impl BaseSpec {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
-        format!("{}-{}-{}", self.suite, self.arch, &hex::encode(hasher.finalize())[..16])
+        format!(
+            "{}-{}-{}",
+            self.suite,
+            self.arch,
+            &hex::encode(hasher.finalize())[..16]
+        )
     }
 }
 
 pub fn utc_day() -> String {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
 }
 
 pub enum BaseSource {
@@ -106,13 +117,26 @@ pub enum BaseSource {
 }
 
 /// Fills `target` (which must not exist) with the base, from the cache when it can.
-pub fn provide(spec: &BaseSpec, cache_dir: Option<&Path>, target: &Path, log: &Path, reporter: &Reporter) -> Result<BaseSource> {
-    let cached = cache_dir.map(|dir| dir.join("base").join(format!("{}.tar.zst", spec.cache_key(&utc_day()))));
+pub fn provide(
+    spec: &BaseSpec,
+    cache_dir: Option<&Path>,
+    target: &Path,
+    log: &Path,
+    reporter: &Reporter,
+) -> Result<BaseSource> {
+    let cached = cache_dir.map(|dir| {
+        dir.join("base")
+            .join(format!("{}.tar.zst", spec.cache_key(&utc_day())))
+    });
     if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
         let step = reporter.step("base (cached)");
         let started = Instant::now();
-        archive::unpack(cached, target, &UnpackOptions::default())
-            .with_context(|| format!("restoring the cached base {} (delete it to rebuild)", cached.display()))?;
+        archive::unpack(cached, target, &UnpackOptions::default()).with_context(|| {
+            format!(
+                "restoring the cached base {} (delete it to rebuild)",
+                cached.display()
+            )
+        })?;
         step.finish("restored", started.elapsed());
         return Ok(BaseSource::Cache(cached.clone()));
     }
@@ -148,8 +172,16 @@ fn store(tree: &Path, cached: &Path, reporter: &Reporter) -> Result<()> {
     let step = reporter.step("base cache");
     let started = Instant::now();
     let pending = crate::output::PendingOutput::new(cached)?;
-    let options = PackOptions { compression: Compression::Zstd, ..PackOptions::default() };
-    archive::pack(tree, std::io::BufWriter::new(pending.file()?), &options, &mut |_| {})?;
+    let options = PackOptions {
+        compression: Compression::Zstd,
+        ..PackOptions::default()
+    };
+    archive::pack(
+        tree,
+        std::io::BufWriter::new(pending.file()?),
+        &options,
+        &mut |_| {},
+    )?;
     pending.commit()?;
     step.finish(&format!("stored {}", cached.display()), started.elapsed());
     Ok(())
@@ -184,7 +216,11 @@ mod tests {
         assert_ne!(base, other.cache_key("2026-11-24"));
         let mut reordered = spec();
         reordered.packages.reverse();
-        assert_eq!(base, reordered.cache_key("2026-11-24"), "package order does not matter");
+        assert_eq!(
+            base,
+            reordered.cache_key("2026-11-24"),
+            "package order does not matter"
+        );
     }
 
     #[test]
@@ -194,6 +230,12 @@ mod tests {
         assert!(args.contains(&"--include=sudo,cron".to_string()));
         let mut with_mirror = spec();
         with_mirror.mirror = Some("http://m.invalid/debian".into());
-        assert_eq!(Bootstrapper::Debootstrap.arguments(&with_mirror, Path::new("/t")).last().unwrap(), "http://m.invalid/debian");
+        assert_eq!(
+            Bootstrapper::Debootstrap
+                .arguments(&with_mirror, Path::new("/t"))
+                .last()
+                .unwrap(),
+            "http://m.invalid/debian"
+        );
     }
 }

@@ -14,7 +14,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -31,16 +33,27 @@ pub fn sidecar_path(artifact: &Path) -> PathBuf {
 
 /// The sidecar's line: `HEX  FILENAME`.
 pub fn sidecar_line(digest: &str, artifact: &Path) -> String {
-    let name = artifact.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     format!("{digest}  {name}\n")
 }
 
 /// Reads the digest from a sidecar; accepts a bare digest or sha256sum's format.
 pub fn read_sidecar(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let digest = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let digest = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{} does not hold a sha256 digest: regenerate it with `sha256sum`", path.display());
+        bail!(
+            "{} does not hold a sha256 digest: regenerate it with `sha256sum`",
+            path.display()
+        );
     }
     Ok(digest)
 }
@@ -73,7 +86,13 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> (Self, Arc<Mutex<Sha256>>) {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
-        (Self { inner, hasher: hasher.clone() }, hasher)
+        (
+            Self {
+                inner,
+                hasher: hasher.clone(),
+            },
+            hasher,
+        )
     }
 }
 
@@ -84,7 +103,10 @@ pub fn finish_digest(hasher: &Arc<Mutex<Sha256>>) -> String {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.lock().expect("hasher poisoned").update(&buf[..n]);
+        self.hasher
+            .lock()
+            .expect("hasher poisoned")
+            .update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -13,7 +13,11 @@ use crate::os::{self, OsDefinition};
 use crate::progress::Reporter;
 
 #[derive(Debug, Parser)]
-#[command(name = "stemcell-builder", version, about = "Builds hardened Linux OS images and BOSH stemcells")]
+#[command(
+    name = "stemcell-builder",
+    version,
+    about = "Builds hardened Linux OS images and BOSH stemcells"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bootstrap a base, run the OS stages in a chroot, and archive it as an OS image.
-    BuildOsImage(BuildOsImageArgs),
+    BuildOsImage(Box<BuildOsImageArgs>),
     /// Print the resolved, ordered stage list for an OS (runs nothing).
     ListStages(ListStagesArgs),
     /// Run a command inside a root tree with fresh namespaces, /proc, /sys, /dev and no daemons.
@@ -165,16 +169,28 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BuildOsImage(args) => {
-            let plan = build_plan(args)?;
+            let plan = build_plan(*args)?;
             crate::os_image::build(&plan, &Reporter::detect())?;
         }
         Command::ListStages(args) => {
             let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
-            let collection = args.os.collection.clone().unwrap_or_else(|| def.collection.clone());
+            let collection = args
+                .os
+                .collection
+                .clone()
+                .unwrap_or_else(|| def.collection.clone());
             let stages = crate::collections::load_collection(&stages_dir, &collection)?;
-            println!("# {} stages of collection '{collection}' for {}", stages.len(), def.name);
+            println!(
+                "# {} stages of collection '{collection}' for {}",
+                stages.len(),
+                def.name
+            );
             for stage in stages {
-                let config = if stage.config_script().is_some() { "  (config.sh)" } else { "" };
+                let config = if stage.config_script().is_some() {
+                    "  (config.sh)"
+                } else {
+                    ""
+                };
                 println!("{:02} {}{config}", stage.position, stage.name);
             }
         }
@@ -190,24 +206,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (program, rest) = command.split_first().context("sandbox needs a command")?;
             let mut child = std::process::Command::new(program);
             child.args(rest);
-            let code = crate::sandbox::run_isolated(crate::sandbox::stage_namespaces(), || Ok(()), child)?;
+            let code =
+                crate::sandbox::run_isolated(crate::sandbox::stage_namespaces(), || Ok(()), child)?;
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
-            let files = crate::os_image::write_os_image(&args.source, &args.output, args.compression, &Reporter::detect())?;
+            let files = crate::os_image::write_os_image(
+                &args.source,
+                &args.output,
+                args.compression,
+                &Reporter::detect(),
+            )?;
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
-                bail!("{} is not empty: unpack into a new or empty directory", args.target.display());
+                bail!(
+                    "{} is not empty: unpack into a new or empty directory",
+                    args.target.display()
+                );
             }
-            let summary = archive::unpack(&args.archive, &args.target, &UnpackOptions { skip_checksum: args.no_verify })?;
-            let verified = if summary.checksum_verified { "checksum verified" } else { "no .sha256 beside it" };
-            println!("unpacked {} entries into {} ({verified})", summary.entries, args.target.display());
+            let summary = archive::unpack(
+                &args.archive,
+                &args.target,
+                &UnpackOptions {
+                    skip_checksum: args.no_verify,
+                },
+            )?;
+            let verified = if summary.checksum_verified {
+                "checksum verified"
+            } else {
+                "no .sha256 beside it"
+            };
+            println!(
+                "unpacked {} entries into {} ({verified})",
+                summary.entries,
+                args.target.display()
+            );
         }
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
-            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -246,33 +289,58 @@ fn resolve_os(choice: &OsChoice, sources: &Sources) -> Result<(OsDefinition, Pat
     let name = choice
         .os
         .clone()
-        .or_else(|| os::from_reference_env(std::env::var("OS_NAME").ok(), std::env::var("OS_VERSION").ok()))
+        .or_else(|| {
+            os::from_reference_env(
+                std::env::var("OS_NAME").ok(),
+                std::env::var("OS_VERSION").ok(),
+            )
+        })
         .unwrap_or_else(|| os::DEFAULT_OS.to_string());
-    let assets = sources.assets_dir.clone().unwrap_or_else(|| shipped_dir("assets"));
-    let stages = sources.stages_dir.clone().unwrap_or_else(|| shipped_dir("stages"));
+    let assets = sources
+        .assets_dir
+        .clone()
+        .unwrap_or_else(|| shipped_dir("assets"));
+    let stages = sources
+        .stages_dir
+        .clone()
+        .unwrap_or_else(|| shipped_dir("stages"));
     // Stages run with their own directory as cwd: every path handed to them is absolute.
-    let stages = stages
-        .canonicalize()
-        .with_context(|| format!("stages directory {} does not exist: pass --stages-dir", stages.display()))?;
+    let stages = stages.canonicalize().with_context(|| {
+        format!(
+            "stages directory {} does not exist: pass --stages-dir",
+            stages.display()
+        )
+    })?;
     Ok((OsDefinition::load(&assets, &name)?, stages))
 }
 
-/// `./NAME` when run from a checkout, else beside the binary's checkout, else the source tree
-/// it was built from.
+/// Where `stages/` or `assets/` are found when no flag names them: `./NAME` in a checkout,
+/// `PREFIX/share/stemcell-builder/NAME` beside an installed binary (scripts/install.sh), the
+/// checkout of a binary under `target/`, else the source tree it was built from.
 fn shipped_dir(name: &str) -> PathBuf {
-    let local = PathBuf::from(name);
-    if local.is_dir() {
-        return local;
-    }
+    let mut candidates = vec![PathBuf::from(name)];
     if let Ok(exe) = std::env::current_exe() {
-        // target/{debug,release}/stemcell-builder -> checkout root
-        if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            if root.join(name).is_dir() {
-                return root.join(name);
+        if let Some(bin_dir) = exe.parent() {
+            if let Some(prefix) = bin_dir.parent() {
+                candidates.push(prefix.join("share/stemcell-builder").join(name));
+                // target/{debug,release}/stemcell-builder -> checkout root
+                if let Some(checkout) = prefix.parent() {
+                    candidates.push(checkout.join(name));
+                }
             }
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+    candidates
+        .into_iter()
+        .find(|dir| {
+            dir.join(if name == "stages" {
+                "collections.yml"
+            } else {
+                "os"
+            })
+            .exists()
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
 }
 
 pub fn host_arch() -> String {
@@ -304,7 +372,11 @@ fn resume_command(argv: Vec<OsString>) -> String {
             continue;
         }
         if i == 0 {
-            words.push(std::env::current_exe().map(|p| p.display().to_string()).unwrap_or(arg));
+            words.push(
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(arg),
+            );
         } else {
             words.push(arg);
         }
@@ -318,7 +390,15 @@ mod tests {
 
     #[test]
     fn resume_command_drops_old_resume_flag() {
-        let argv = ["sb", "build-os-image", "--resume-from", "x", "--set", "a=b c", "--resume-from=y"];
+        let argv = [
+            "sb",
+            "build-os-image",
+            "--resume-from",
+            "x",
+            "--set",
+            "a=b c",
+            "--resume-from=y",
+        ];
         let cmd = resume_command(argv.iter().map(OsString::from).collect());
         assert!(cmd.ends_with("build-os-image --set 'a=b c'"), "{cmd}");
     }

@@ -42,43 +42,79 @@ impl Stage {
 #[derive(Debug, Error)]
 pub enum CollectionError {
     #[error("cannot read {path}: {source}; pass the stages directory with --stages-dir")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is malformed: {message}")]
     Malformed { path: PathBuf, message: String },
     #[error("unknown collection '{name}' in {path}: valid collections are {valid}")]
-    UnknownCollection { name: String, path: PathBuf, valid: String },
+    UnknownCollection {
+        name: String,
+        path: PathBuf,
+        valid: String,
+    },
     #[error("stage '{stage}' is listed in collection '{collection}' but {dir} does not exist: add the stage or remove it from collections.yml")]
-    MissingStage { stage: String, collection: String, dir: PathBuf },
+    MissingStage {
+        stage: String,
+        collection: String,
+        dir: PathBuf,
+    },
     #[error("stage '{stage}' has no apply.sh: create {path} (every stage needs one)")]
     MissingApply { stage: String, path: PathBuf },
     #[error("{path} is not executable: run `chmod +x {path}`")]
     NotExecutable { path: PathBuf },
-    #[error("stage '{stage}' appears twice in collection '{collection}': stage names must be unique")]
+    #[error(
+        "stage '{stage}' appears twice in collection '{collection}': stage names must be unique"
+    )]
     Duplicate { stage: String, collection: String },
 }
 
 pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Vec<Stage>, CollectionError> {
     let path = stages_dir.join("collections.yml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| CollectionError::Unreadable { path: path.clone(), source })?;
-    let file: CollectionsFile = serde_yaml_ng::from_str(&text).map_err(|e| CollectionError::Malformed {
+    let text = std::fs::read_to_string(&path).map_err(|source| CollectionError::Unreadable {
         path: path.clone(),
-        message: e.to_string(),
+        source,
     })?;
+    let file: CollectionsFile =
+        serde_yaml_ng::from_str(&text).map_err(|e| CollectionError::Malformed {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     let Some(names) = file.collections.get(name) else {
-        let valid = file.collections.keys().cloned().collect::<Vec<_>>().join(", ");
-        return Err(CollectionError::UnknownCollection { name: name.into(), path, valid });
+        let valid = file
+            .collections
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(CollectionError::UnknownCollection {
+            name: name.into(),
+            path,
+            valid,
+        });
     };
     let mut stages: Vec<Stage> = Vec::with_capacity(names.len());
     for (index, stage) in names.iter().enumerate() {
         if stages.iter().any(|s| &s.name == stage) {
-            return Err(CollectionError::Duplicate { stage: stage.clone(), collection: name.into() });
+            return Err(CollectionError::Duplicate {
+                stage: stage.clone(),
+                collection: name.into(),
+            });
         }
         let dir = stages_dir.join(stage);
         if !dir.is_dir() {
-            return Err(CollectionError::MissingStage { stage: stage.clone(), collection: name.into(), dir });
+            return Err(CollectionError::MissingStage {
+                stage: stage.clone(),
+                collection: name.into(),
+                dir,
+            });
         }
-        let stage = Stage { position: index + 1, name: stage.clone(), dir };
+        let stage = Stage {
+            position: index + 1,
+            name: stage.clone(),
+            dir,
+        };
         check_executable(&stage.apply_script(), &stage.name, true)?;
         if let Some(config) = stage.config_script() {
             check_executable(&config, &stage.name, false)?;
@@ -90,9 +126,14 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Vec<Stage>, Coll
 
 fn check_executable(path: &Path, stage: &str, required: bool) -> Result<(), CollectionError> {
     match std::fs::metadata(path) {
-        Err(_) if required => Err(CollectionError::MissingApply { stage: stage.into(), path: path.into() }),
+        Err(_) if required => Err(CollectionError::MissingApply {
+            stage: stage.into(),
+            path: path.into(),
+        }),
         Err(_) => Ok(()),
-        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(CollectionError::NotExecutable { path: path.into() }),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            Err(CollectionError::NotExecutable { path: path.into() })
+        }
         Ok(_) => Ok(()),
     }
 }
@@ -101,7 +142,10 @@ fn check_executable(path: &Path, stage: &str, required: bool) -> Result<(), Coll
 pub fn position_of(stages: &[Stage], name: &str) -> anyhow::Result<usize> {
     stages.iter().position(|s| s.name == name).ok_or_else(|| {
         let valid: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-        anyhow::anyhow!("unknown stage '{name}' for --resume-from: valid stages are {}", valid.join(", "))
+        anyhow::anyhow!(
+            "unknown stage '{name}' for --resume-from: valid stages are {}",
+            valid.join(", ")
+        )
     })
 }
 
@@ -120,11 +164,18 @@ mod tests {
     #[test]
     fn resolves_in_order_with_positions() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("collections.yml"), "collections:\n  os: [b, a]\n").unwrap();
+        fs::write(
+            dir.path().join("collections.yml"),
+            "collections:\n  os: [b, a]\n",
+        )
+        .unwrap();
         stage(dir.path(), "a", 0o755);
         stage(dir.path(), "b", 0o755);
         let stages = load_collection(dir.path(), "os").unwrap();
-        assert_eq!(stages.iter().map(|s| s.slug()).collect::<Vec<_>>(), ["01-b", "02-a"]);
+        assert_eq!(
+            stages.iter().map(|s| s.slug()).collect::<Vec<_>>(),
+            ["01-b", "02-a"]
+        );
     }
 
     #[test]
@@ -132,21 +183,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yml = dir.path().join("collections.yml");
         fs::write(&yml, "collections: [oops").unwrap();
-        assert!(matches!(load_collection(dir.path(), "os"), Err(CollectionError::Malformed { .. })));
+        assert!(matches!(
+            load_collection(dir.path(), "os"),
+            Err(CollectionError::Malformed { .. })
+        ));
         fs::write(&yml, "collections:\n  os: [a, ghost]\n").unwrap();
         stage(dir.path(), "a", 0o644);
         let err = load_collection(dir.path(), "os").unwrap_err();
         assert!(err.to_string().contains("chmod +x"), "{err}");
         stage(dir.path(), "a", 0o755);
-        assert!(matches!(load_collection(dir.path(), "os"), Err(CollectionError::MissingStage { .. })));
-        assert!(matches!(load_collection(dir.path(), "nope"), Err(CollectionError::UnknownCollection { .. })));
+        assert!(matches!(
+            load_collection(dir.path(), "os"),
+            Err(CollectionError::MissingStage { .. })
+        ));
+        assert!(matches!(
+            load_collection(dir.path(), "nope"),
+            Err(CollectionError::UnknownCollection { .. })
+        ));
         fs::create_dir(dir.path().join("ghost")).unwrap();
-        assert!(matches!(load_collection(dir.path(), "os"), Err(CollectionError::MissingApply { .. })));
+        assert!(matches!(
+            load_collection(dir.path(), "os"),
+            Err(CollectionError::MissingApply { .. })
+        ));
     }
 
     #[test]
     fn unknown_resume_stage_lists_valid_names() {
-        let stages = vec![Stage { position: 1, name: "base_apt".into(), dir: "/x".into() }];
+        let stages = vec![Stage {
+            position: 1,
+            name: "base_apt".into(),
+            dir: "/x".into(),
+        }];
         let err = position_of(&stages, "nope").unwrap_err().to_string();
         assert!(err.contains("base_apt"), "{err}");
     }

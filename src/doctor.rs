@@ -26,17 +26,29 @@ pub fn run_checks(work_parent: &Path) -> Vec<Check> {
     checks.push(Check {
         name: "bootstrapper",
         ok: mm || deb,
-        detail: if mm { "mmdebstrap".into() } else if deb { "debootstrap (mmdebstrap preferred)".into() } else { "none".into() },
+        detail: if mm {
+            "mmdebstrap".into()
+        } else if deb {
+            "debootstrap (mmdebstrap preferred)".into()
+        } else {
+            "none".into()
+        },
         fix: "apt-get install -y mmdebstrap",
         required: true,
     });
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let overlay = filesystems.lines().any(|l| l.trim_end().ends_with("overlay"))
+    let overlay = filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"))
         || Path::new("/sys/module/overlay").exists();
     checks.push(Check {
         name: "overlayfs",
         ok: overlay,
-        detail: if overlay { "available".into() } else { "not in /proc/filesystems".into() },
+        detail: if overlay {
+            "available".into()
+        } else {
+            "not in /proc/filesystems".into()
+        },
         fix: "modprobe overlay (needed for stage layers)",
         required: false,
     });
@@ -44,7 +56,11 @@ pub fn run_checks(work_parent: &Path) -> Vec<Check> {
     checks.push(Check {
         name: "loop devices",
         ok: loops,
-        detail: if loops { "/dev/loop-control".into() } else { "missing".into() },
+        detail: if loops {
+            "/dev/loop-control".into()
+        } else {
+            "missing".into()
+        },
         fix: "modprobe loop (needed for disk images)",
         required: false,
     });
@@ -52,18 +68,26 @@ pub fn run_checks(work_parent: &Path) -> Vec<Check> {
     checks.push(Check {
         name: "qemu-img",
         ok: qemu,
-        detail: if qemu { "installed".into() } else { "missing".into() },
+        detail: if qemu {
+            "installed".into()
+        } else {
+            "missing".into()
+        },
         fix: "apt-get install -y qemu-utils (needed for stemcell disk formats)",
         required: false,
     });
     let free = nix::sys::statvfs::statvfs(work_parent)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
     const NEEDED: u64 = 10 << 30;
     checks.push(Check {
         name: "free disk",
         ok: free >= NEEDED,
-        detail: format!("{:.1} GiB free at {}", free as f64 / (1u64 << 30) as f64, work_parent.display()),
+        detail: format!(
+            "{:.1} GiB free at {}",
+            free as f64 / (1u64 << 30) as f64,
+            work_parent.display()
+        ),
         fix: "free at least 10 GiB there or pass another --work-dir",
         required: true,
     });
@@ -74,7 +98,13 @@ pub fn run_checks(work_parent: &Path) -> Vec<Check> {
 pub fn print(checks: &[Check]) -> bool {
     let mut all = true;
     for check in checks {
-        let mark = if check.ok { "ok  " } else if check.required { "FAIL" } else { "warn" };
+        let mark = if check.ok {
+            "ok  "
+        } else if check.required {
+            "FAIL"
+        } else {
+            "warn"
+        };
         println!("{mark} {:<13} {}", check.name, check.detail);
         if !check.ok {
             println!("     fix: {}", check.fix);

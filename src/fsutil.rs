@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Wraps an I/O error with the path and, for a full disk, says so plainly.
 pub fn io_error(err: io::Error, action: &str, path: &Path) -> anyhow::Error {
-    if err.raw_os_error() == Some(libc::ENOSPC) {
+    if is_disk_full(&err) {
         anyhow::anyhow!(
             "no space left on device while {action} {}: free some space there or choose another location",
             path.display()
@@ -15,9 +15,35 @@ pub fn io_error(err: io::Error, action: &str, path: &Path) -> anyhow::Error {
     }
 }
 
+/// ENOSPC, also when wrapped (tempfile and friends keep the kind, not the errno).
+pub fn is_disk_full(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
+}
+
+/// When any cause in `err` is a full disk, says so about `path` (the file being written), since
+/// the innermost error may name a source file or nothing at all.
+pub fn explain_disk_full(err: anyhow::Error, path: &Path) -> anyhow::Error {
+    let full = err
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(is_disk_full))
+        || err
+            .chain()
+            .any(|cause| cause.to_string().contains("No space left on device"));
+    if full {
+        anyhow::anyhow!(
+            "no space left on device while writing {}: free some space there or choose another location",
+            path.display()
+        )
+    } else {
+        err
+    }
+}
+
 /// Mount points at or below `dir`, from /proc/self/mounts.
 pub fn mounts_below(dir: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else { return vec![] };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else {
+        return vec![];
+    };
     let prefix = dir.to_string_lossy().trim_end_matches('/').to_string();
     text.lines()
         .filter_map(|line| line.split(' ').nth(1))
@@ -28,7 +54,10 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
 
 /// /proc/mounts escapes space, tab, newline and backslash as octal.
 fn unescape_mount_path(raw: &str) -> String {
-    raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    raw.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Removes a tree that the builder owns, refusing when something is still mounted below it

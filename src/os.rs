@@ -50,13 +50,21 @@ impl OsDefinition {
     pub fn load(assets_dir: &Path, name: &str) -> Result<Self> {
         let path = assets_dir.join("os").join(format!("{name}.yml"));
         if !path.exists() {
-            bail!("unknown OS '{name}': valid names are {}", available(assets_dir)?.join(", "));
+            bail!(
+                "unknown OS '{name}': valid names are {}",
+                available(assets_dir)?.join(", ")
+            );
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let def: OsDefinition = serde_yaml_ng::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{} is malformed: {e}", path.display()))?;
         if def.name != name {
-            bail!("{} declares name '{}': it must match its file name", path.display(), def.name);
+            bail!(
+                "{} declares name '{}': it must match its file name",
+                path.display(),
+                def.name
+            );
         }
         Ok(def)
     }
@@ -65,13 +73,19 @@ impl OsDefinition {
     pub fn resolve_keyring(&self, user: Option<&Path>) -> Result<Option<PathBuf>> {
         if let Some(path) = user {
             if !path.exists() {
-                bail!("keyring {} does not exist: pass an existing file to --keyring", path.display());
+                bail!(
+                    "keyring {} does not exist: pass an existing file to --keyring",
+                    path.display()
+                );
             }
             return Ok(Some(path.to_path_buf()));
         }
         match &self.keyring {
             Some(path) if !path.exists() => {
-                let package = self.keyring_package.as_deref().unwrap_or("the archive keyring package");
+                let package = self
+                    .keyring_package
+                    .as_deref()
+                    .unwrap_or("the archive keyring package");
                 bail!(
                     "{} needs its archive keyring {}, which is not installed: install {package} or pass --keyring FILE",
                     self.name,
@@ -89,7 +103,12 @@ pub fn available(assets_dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yml").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".yml")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     Ok(names)
@@ -116,7 +135,15 @@ mod tests {
     #[test]
     fn every_shipped_definition_loads() {
         let names = available(&assets()).unwrap();
-        assert_eq!(names, ["debian-bookworm", "debian-trixie", "ubuntu-jammy", "ubuntu-noble"]);
+        assert_eq!(
+            names,
+            [
+                "debian-bookworm",
+                "debian-trixie",
+                "ubuntu-jammy",
+                "ubuntu-noble"
+            ]
+        );
         for name in names {
             let def = OsDefinition::load(&assets(), &name).unwrap();
             assert!(!def.packages.is_empty(), "{name} has packages");
@@ -128,18 +155,29 @@ mod tests {
         let mut def = OsDefinition::load(&assets(), "ubuntu-noble").unwrap();
         def.keyring = Some("/nonexistent/ubuntu-archive-keyring.gpg".into());
         let err = def.resolve_keyring(None).unwrap_err().to_string();
-        assert!(err.contains("--keyring") && err.contains("ubuntu-keyring"), "{err}");
+        assert!(
+            err.contains("--keyring") && err.contains("ubuntu-keyring"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_os_lists_valid_names() {
-        let err = OsDefinition::load(&assets(), "centos-7").unwrap_err().to_string();
-        assert!(err.contains("debian-trixie") && err.contains("ubuntu-noble"), "{err}");
+        let err = OsDefinition::load(&assets(), "centos-7")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("debian-trixie") && err.contains("ubuntu-noble"),
+            "{err}"
+        );
     }
 
     #[test]
     fn reference_environment_names() {
-        assert_eq!(from_reference_env(Some("ubuntu".into()), Some("jammy".into())).unwrap(), "ubuntu-jammy");
+        assert_eq!(
+            from_reference_env(Some("ubuntu".into()), Some("jammy".into())).unwrap(),
+            "ubuntu-jammy"
+        );
         assert_eq!(from_reference_env(None, None), None);
     }
 }

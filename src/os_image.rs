@@ -41,7 +41,10 @@ impl OsImagePlan {
     }
 
     pub fn stages(&self) -> Result<Vec<Stage>> {
-        Ok(collections::load_collection(&self.stages_dir, self.collection_name())?)
+        Ok(collections::load_collection(
+            &self.stages_dir,
+            self.collection_name(),
+        )?)
     }
 
     pub fn settings(&self) -> Result<BuildSettings> {
@@ -78,10 +81,14 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
     let keyring = plan.os.resolve_keyring(plan.keyring.as_deref())?;
     if let Some(parent) = plan.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            bail!("output directory {} does not exist: create it or choose another --output", parent.display());
+            bail!(
+                "output directory {} does not exist: create it or choose another --output",
+                parent.display()
+            );
         }
     }
-    std::fs::create_dir_all(&plan.work_dir).map_err(|e| crate::fsutil::io_error(e, "creating", &plan.work_dir))?;
+    std::fs::create_dir_all(&plan.work_dir)
+        .map_err(|e| crate::fsutil::io_error(e, "creating", &plan.work_dir))?;
     let work = plan.work_dir.canonicalize()?;
     let _lock = crate::lock::lock_work_dir(&work)?;
     crate::stage::process::install_interrupt_handler();
@@ -91,7 +98,10 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
     let result = (|| -> Result<()> {
         if plan.resume_from.is_some() {
             if !work.join(BASE_DONE).exists() {
-                bail!("nothing to resume in {}: no completed base there; run without --resume-from", work.display());
+                bail!(
+                    "nothing to resume in {}: no completed base there; run without --resume-from",
+                    work.display()
+                );
             }
             crate::chroot::policy_rc::remove_stale(&chroot)?;
         } else {
@@ -111,7 +121,13 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
                     copy_base(given, &chroot)?;
                     "ok (given)"
                 }
-                None => match base::provide(&spec, plan.cache_dir.as_deref(), &chroot, &work.join("logs/00-base.log"), reporter)? {
+                None => match base::provide(
+                    &spec,
+                    plan.cache_dir.as_deref(),
+                    &chroot,
+                    &work.join("logs/00-base.log"),
+                    reporter,
+                )? {
                     base::BaseSource::Cache(_) => "ok (cache)",
                     base::BaseSource::Bootstrapped(_) => "ok",
                 },
@@ -156,13 +172,32 @@ fn copy_base(given: &Path, chroot: &Path) -> Result<()> {
     if given.is_dir() {
         let scratch = chroot.parent().unwrap_or(Path::new("/tmp"));
         let temp = tempfile::NamedTempFile::new_in(scratch)?;
-        let options = PackOptions { compression: Compression::Zstd, zstd_level: 1, ..PackOptions::default() };
-        archive::pack(given, std::io::BufWriter::new(temp.reopen()?), &options, &mut |_| {})?;
-        archive::unpack(temp.path(), chroot, &UnpackOptions { skip_checksum: true }).map(drop)
+        let options = PackOptions {
+            compression: Compression::Zstd,
+            zstd_level: 1,
+            ..PackOptions::default()
+        };
+        archive::pack(
+            given,
+            std::io::BufWriter::new(temp.reopen()?),
+            &options,
+            &mut |_| {},
+        )?;
+        archive::unpack(
+            temp.path(),
+            chroot,
+            &UnpackOptions {
+                skip_checksum: true,
+            },
+        )
+        .map(drop)
     } else if given.is_file() {
         archive::unpack(given, chroot, &UnpackOptions::default()).map(drop)
     } else {
-        bail!("--base {} is neither a directory nor an OS image file", given.display())
+        bail!(
+            "--base {} is neither a directory nor an OS image file",
+            given.display()
+        )
     }
 }
 
@@ -175,15 +210,29 @@ pub struct OsImageFiles {
 
 /// Packs `tree` to `output` with `output.sha256` and `output.packages.txt`, each written under
 /// a temporary name and renamed only when all three are complete.
-pub fn write_os_image(tree: &Path, output: &Path, compression: Compression, reporter: &Reporter) -> Result<OsImageFiles> {
+pub fn write_os_image(
+    tree: &Path,
+    output: &Path,
+    compression: Compression,
+    reporter: &Reporter,
+) -> Result<OsImageFiles> {
     let image = PendingOutput::new(output)?;
-    let (writer, hasher) = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, image.file()?));
+    let (writer, hasher) =
+        HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, image.file()?));
     let total = du(tree);
     let step = reporter.bytes(&format!("archive {}", output.display()), total);
     let started = Instant::now();
-    let options = PackOptions { compression, ..PackOptions::default() };
-    let summary = archive::pack(tree, writer, &options, &mut |done| step.position(done))
-        .map_err(|e| e.context(format!("writing {}", output.display())))?;
+    let options = PackOptions {
+        compression,
+        ..PackOptions::default()
+    };
+    let summary =
+        archive::pack(tree, writer, &options, &mut |done| step.position(done)).map_err(|e| {
+            crate::fsutil::explain_disk_full(
+                e.context(format!("writing {}", output.display())),
+                output,
+            )
+        })?;
     step.finish(&format!("{} entries", summary.entries), started.elapsed());
     let digest = checksum::finish_digest(&hasher);
 
@@ -196,8 +245,14 @@ pub fn write_os_image(tree: &Path, output: &Path, compression: Compression, repo
     packages.write_all(crate::packages::render(&crate::packages::installed(tree)?).as_bytes())?;
     packages.commit()?;
     sha.commit()?;
-    let image_path = image.commit().with_context(|| format!("finishing {}", output.display()))?;
-    Ok(OsImageFiles { image: image_path, sha256: digest, summary })
+    let image_path = image
+        .commit()
+        .with_context(|| format!("finishing {}", output.display()))?;
+    Ok(OsImageFiles {
+        image: image_path,
+        sha256: digest,
+        summary,
+    })
 }
 
 /// Bytes of regular files below `dir` (for the progress bar only).
@@ -205,7 +260,9 @@ fn du(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {

@@ -22,7 +22,10 @@ impl PendingOutput {
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            anyhow::bail!("output directory {} does not exist: create it or choose another --output", dir.display());
+            anyhow::bail!(
+                "output directory {} does not exist: create it or choose another --output",
+                dir.display()
+            );
         }
         let name = final_path
             .file_name()
@@ -34,11 +37,17 @@ impl PendingOutput {
             .suffix(".partial")
             .tempfile_in(&dir)
             .map_err(|e| io_error(e, "creating a temporary file in", &dir))?;
-        Ok(Self { temp, final_path: final_path.to_path_buf() })
+        Ok(Self {
+            temp,
+            final_path: final_path.to_path_buf(),
+        })
     }
 
     pub fn file(&self) -> Result<File> {
-        self.temp.as_file().try_clone().context("duplicating output file handle")
+        self.temp
+            .as_file()
+            .try_clone()
+            .context("duplicating output file handle")
     }
 
     pub fn path(&self) -> &Path {
@@ -51,13 +60,18 @@ impl PendingOutput {
 
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let path = self.final_path.clone();
-        self.temp.write_all(data).map_err(|e| io_error(e, "writing", &path))
+        self.temp
+            .write_all(data)
+            .map_err(|e| io_error(e, "writing", &path))
     }
 
     /// Flushes to disk and gives the file its final name.
     pub fn commit(self) -> Result<PathBuf> {
         let final_path = self.final_path.clone();
-        self.temp.as_file().sync_all().map_err(|e| io_error(e, "writing", &final_path))?;
+        self.temp
+            .as_file()
+            .sync_all()
+            .map_err(|e| io_error(e, "writing", &final_path))?;
         let file = self
             .temp
             .persist(&final_path)

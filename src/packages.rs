@@ -17,7 +17,8 @@ pub fn installed(root: &Path) -> Result<Vec<InstalledPackage>> {
     if !status.exists() {
         return Ok(vec![]);
     }
-    let text = std::fs::read_to_string(&status).with_context(|| format!("reading {}", status.display()))?;
+    let text = std::fs::read_to_string(&status)
+        .with_context(|| format!("reading {}", status.display()))?;
     Ok(parse_status(&text))
 }
 
@@ -32,7 +33,11 @@ pub fn parse_status(text: &str) -> Vec<InstalledPackage> {
         };
         let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
         if let (true, Some(name), Some(version)) = (installed, field("Package"), field("Version")) {
-            out.push(InstalledPackage { name, version, arch: field("Architecture").unwrap_or_default() });
+            out.push(InstalledPackage {
+                name,
+                version,
+                arch: field("Architecture").unwrap_or_default(),
+            });
         }
     }
     out.sort();
@@ -40,7 +45,10 @@ pub fn parse_status(text: &str) -> Vec<InstalledPackage> {
 }
 
 pub fn render(packages: &[InstalledPackage]) -> String {
-    packages.iter().map(|p| format!("{} {} {}\n", p.name, p.version, p.arch)).collect()
+    packages
+        .iter()
+        .map(|p| format!("{} {} {}\n", p.name, p.version, p.arch))
+        .collect()
 }
 
 #[cfg(test)]
@@ -52,6 +60,9 @@ mod tests {
         let status = "Package: zsh\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.9-4\n\n\
                       Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
                       Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.37-2\nDescription: x\n y\n";
-        assert_eq!(render(&parse_status(status)), "bash 5.2.37-2 amd64\nzsh 5.9-4 amd64\n");
+        assert_eq!(
+            render(&parse_status(status)),
+            "bash 5.2.37-2 amd64\nzsh 5.9-4 amd64\n"
+        );
     }
 }

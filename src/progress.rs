@@ -19,7 +19,9 @@ pub fn timestamp() -> String {
 
 impl Reporter {
     pub fn detect() -> Self {
-        Self { tty: std::io::stderr().is_terminal() }
+        Self {
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn plain() -> Self {
@@ -38,7 +40,9 @@ impl Reporter {
     pub fn step(&self, label: &str) -> Step {
         let bar = self.tty.then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}").unwrap());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}").unwrap(),
+            );
             bar.set_prefix(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -46,7 +50,11 @@ impl Reporter {
         if !self.tty {
             self.info(&format!("{label}: started"));
         }
-        Step { label: label.to_string(), bar, reporter: *self }
+        Step {
+            label: label.to_string(),
+            bar,
+            reporter: *self,
+        }
     }
 
     /// A step that moves through a known number of bytes.
@@ -54,8 +62,10 @@ impl Reporter {
         let bar = self.tty.then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template("{prefix} [{elapsed}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap(),
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap(),
             );
             bar.set_prefix(label.to_string());
             bar
@@ -63,7 +73,11 @@ impl Reporter {
         if !self.tty {
             self.info(&format!("{label}: started"));
         }
-        Step { label: label.to_string(), bar, reporter: *self }
+        Step {
+            label: label.to_string(),
+            bar,
+            reporter: *self,
+        }
     }
 }
 
@@ -88,7 +102,11 @@ impl Step {
     }
 
     pub fn finish(self, outcome: &str, elapsed: Duration) {
-        let text = format!("{}: {outcome} in {}", self.label, crate::stage::report::human(elapsed));
+        let text = format!(
+            "{}: {outcome} in {}",
+            self.label,
+            crate::stage::report::human(elapsed)
+        );
         match self.bar {
             Some(bar) => {
                 bar.finish_and_clear();

@@ -54,13 +54,23 @@ pub fn run_isolated(
     }
 }
 
-fn init(namespaces: CloneFlags, setup: impl FnOnce() -> Result<()>, command: &mut Command) -> Result<i32> {
+fn init(
+    namespaces: CloneFlags,
+    setup: impl FnOnce() -> Result<()>,
+    command: &mut Command,
+) -> Result<i32> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
     if namespaces.contains(CloneFlags::CLONE_NEWNS) {
         // Without this, mounts made below would propagate back to the host's namespace.
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .context("mount --make-rprivate / failed")?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .context("mount --make-rprivate / failed")?;
     }
     setup()?;
     let child = command

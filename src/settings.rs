@@ -57,7 +57,9 @@ impl BuildSettings {
 
 fn check_key(key: &str) -> Result<()> {
     let mut chars = key.chars();
-    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         bail!("setting name '{key}' is not a shell variable name: use letters, digits and _");
     }
@@ -71,7 +73,9 @@ mod tests {
     #[test]
     fn bash_file_round_trips_awkward_values() {
         let mut settings = BuildSettings::default();
-        settings.apply_overrides(&["weird=it's a \"$HOME\" `x`".into()]).unwrap();
+        settings
+            .apply_overrides(&["weird=it's a \"$HOME\" `x`".into()])
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.bash");
         settings.write(&file).unwrap();

@@ -41,20 +41,58 @@ if echo x >/etc/resolv.conf 2>/dev/null; then echo resolv-writable; else echo re
 exit 7"#,
     );
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "exit status passes through: {stdout} {}", text(&out.stderr));
-    assert!(stdout.contains("pid=2\n"), "the command runs under a fresh PID namespace's init: {stdout}");
-    assert!(stdout.contains("devices-ok") && stdout.contains("devpts-ok"), "{stdout}");
-    assert!(stdout.contains("proc-ok") && stdout.contains("sys-ro-ok"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "exit status passes through: {stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pid=2\n"),
+        "the command runs under a fresh PID namespace's init: {stdout}"
+    );
+    assert!(
+        stdout.contains("devices-ok") && stdout.contains("devpts-ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("proc-ok") && stdout.contains("sys-ro-ok"),
+        "{stdout}"
+    );
     assert!(stdout.contains("policy=101"), "{stdout}");
     assert!(stdout.contains("resolv-ro"), "{stdout}");
-    assert!(!stdout.contains("FOO_SECRET"), "clean environment: {stdout}");
-    assert!(stdout.contains("http_proxy=http://proxy.invalid:3128"), "proxies pass: {stdout}");
-    assert!(stdout.contains("LANG=C.UTF-8") && stdout.contains("DEBIAN_FRONTEND=noninteractive"), "{stdout}");
+    assert!(
+        !stdout.contains("FOO_SECRET"),
+        "clean environment: {stdout}"
+    );
+    assert!(
+        stdout.contains("http_proxy=http://proxy.invalid:3128"),
+        "proxies pass: {stdout}"
+    );
+    assert!(
+        stdout.contains("LANG=C.UTF-8") && stdout.contains("DEBIAN_FRONTEND=noninteractive"),
+        "{stdout}"
+    );
 
-    assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host_hostname, "host hostname untouched");
-    assert!(mounts_below(&root).is_empty(), "no mount left: {:?}", mounts_below(&root));
-    assert!(!root.join("usr/sbin/policy-rc.d").exists(), "policy-rc.d removed after the run");
-    assert_eq!(fs::read_to_string(root.join("etc/resolv.conf")).unwrap(), "", "tree's resolv.conf untouched");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_hostname,
+        "host hostname untouched"
+    );
+    assert!(
+        mounts_below(&root).is_empty(),
+        "no mount left: {:?}",
+        mounts_below(&root)
+    );
+    assert!(
+        !root.join("usr/sbin/policy-rc.d").exists(),
+        "policy-rc.d removed after the run"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+        "",
+        "tree's resolv.conf untouched"
+    );
 }
 
 #[test]
@@ -62,16 +100,29 @@ fn daemons_started_in_the_chroot_die_with_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     busybox_root(&root);
-    let out = chroot_exec(&root, "sleep 424242 </dev/null >/dev/null 2>&1 & echo started");
+    let out = chroot_exec(
+        &root,
+        "sleep 424242 </dev/null >/dev/null 2>&1 & echo started",
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(eventually(5, || processes_with("sleep 424242").is_empty()), "the background sleep was killed");
+    assert!(
+        eventually(5, || processes_with("sleep 424242").is_empty()),
+        "the background sleep was killed"
+    );
 }
 
 #[test]
 fn a_missing_root_is_a_clear_error() {
-    let out = Command::new(support::bin()).args(["chroot-exec", "/nonexistent-root", "--", "/bin/true"]).output().unwrap();
+    let out = Command::new(support::bin())
+        .args(["chroot-exec", "/nonexistent-root", "--", "/bin/true"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("chroot /nonexistent-root does not exist"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("chroot /nonexistent-root does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -88,21 +139,35 @@ fn sigkill_of_the_builder_mid_stage_leaves_no_mount_and_no_process() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(20, || f.chroot().join("inside-started").exists()), "stage reached the chroot");
+    assert!(
+        eventually(20, || f.chroot().join("inside-started").exists()),
+        "stage reached the chroot"
+    );
     let work = f.work().canonicalize().unwrap();
-    assert!(!mounts_below(&work).iter().any(|m| m.ends_with("/proc")), "stage mounts are invisible to the host");
+    assert!(
+        !mounts_below(&work).iter().any(|m| m.ends_with("/proc")),
+        "stage mounts are invisible to the host"
+    );
     assert!(!processes_with("sleep 525252").is_empty());
 
     builder.kill().unwrap(); // SIGKILL
     builder.wait().unwrap();
 
     assert!(
-        eventually(10, || processes_with("sleep 515151").is_empty() && processes_with("sleep 525252").is_empty()),
+        eventually(10, || processes_with("sleep 515151").is_empty()
+            && processes_with("sleep 525252").is_empty()),
         "stage processes survived: {:?}",
         processes_with("sleep 5")
     );
-    assert!(mounts_below(&work).is_empty(), "mounts leaked: {:?}", mounts_below(&work));
-    assert!(processes_with(&f.work().display().to_string()).is_empty(), "no stage process left");
+    assert!(
+        mounts_below(&work).is_empty(),
+        "mounts leaked: {:?}",
+        mounts_below(&work)
+    );
+    assert!(
+        processes_with(&f.work().display().to_string()).is_empty(),
+        "no stage process left"
+    );
     // No output under the final name.
     assert!(!f.output().exists());
 }

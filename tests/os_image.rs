@@ -37,12 +37,25 @@ fn built() -> &'static Built {
             .env_remove("OS_VERSION")
             .output()
             .unwrap();
-        assert!(out.status.success(), "build-os-image failed:\n{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build-os-image failed:\n{}",
+            text(&out.stderr)
+        );
         let root = dir.join("root");
-        let unpack = Command::new(support::bin()).arg("unpack").arg(&image).arg(&root).output().unwrap();
+        let unpack = Command::new(support::bin())
+            .arg("unpack")
+            .arg(&image)
+            .arg(&root)
+            .output()
+            .unwrap();
         assert!(unpack.status.success(), "{}", text(&unpack.stderr));
         assert!(text(&unpack.stdout).contains("checksum verified"));
-        Built { root, image, report: text(&out.stdout) }
+        Built {
+            root,
+            image,
+            report: text(&out.stdout),
+        }
     })
 }
 
@@ -60,7 +73,10 @@ fn exists(path: &str) -> bool {
 }
 
 fn link(path: &str) -> String {
-    fs::read_link(built().root.join(path.trim_start_matches('/'))).unwrap().display().to_string()
+    fs::read_link(built().root.join(path.trim_start_matches('/')))
+        .unwrap()
+        .display()
+        .to_string()
 }
 
 fn has_line(text: &str, line: &str) -> bool {
@@ -68,78 +84,169 @@ fn has_line(text: &str, line: &str) -> bool {
 }
 
 fn enabled(unit: &str) -> bool {
-    exists(&format!("/etc/systemd/system/multi-user.target.wants/{unit}"))
+    exists(&format!(
+        "/etc/systemd/system/multi-user.target.wants/{unit}"
+    ))
 }
 
 #[test]
 fn artifact_sidecars_and_report() {
     let b = built();
     let sidecar = fs::read_to_string(b.image.with_extension("tgz.sha256")).unwrap();
-    let check = Command::new("sha256sum").arg("-c").arg(b.image.with_extension("tgz.sha256")).current_dir(b.image.parent().unwrap()).output().unwrap();
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(b.image.with_extension("tgz.sha256"))
+        .current_dir(b.image.parent().unwrap())
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{sidecar}");
     let packages = fs::read_to_string(b.image.with_extension("tgz.packages.txt")).unwrap();
-    for pkg in ["openssh-server ", "sudo ", "monit ", "runit ", "chrony ", "auditd ", "rsyslog-relp ", "sysstat "] {
-        assert!(packages.lines().any(|l| l.starts_with(pkg)), "{pkg} in packages.txt");
+    for pkg in [
+        "openssh-server ",
+        "sudo ",
+        "monit ",
+        "runit ",
+        "chrony ",
+        "auditd ",
+        "rsyslog-relp ",
+        "sysstat ",
+    ] {
+        assert!(
+            packages.lines().any(|l| l.starts_with(pkg)),
+            "{pkg} in packages.txt"
+        );
     }
     let report = &b.report;
-    assert!(report.contains("duration report") && report.contains("00-base") && report.contains("23-os_image_cleanup"), "{report}");
+    assert!(
+        report.contains("duration report")
+            && report.contains("00-base")
+            && report.contains("23-os_image_cleanup"),
+        "{report}"
+    );
     assert!(report.contains("archive"), "{report}");
 }
 
 #[test]
 fn apt_sources_and_packages() {
     let sources = read("/etc/apt/sources.list");
-    assert!(sources.contains(" trixie main") && sources.contains(" trixie-updates ") && sources.contains(" trixie-security "), "{sources}");
+    assert!(
+        sources.contains(" trixie main")
+            && sources.contains(" trixie-updates ")
+            && sources.contains(" trixie-security "),
+        "{sources}"
+    );
     assert!(read("/etc/apt/apt.conf.d/90stemcell").contains("APT::Install-Recommends \"false\""));
-    assert!(exists("/usr/bin/dig") && exists("/usr/bin/crontab"), "agent needs dig, cron needs crontab");
+    assert!(
+        exists("/usr/bin/dig") && exists("/usr/bin/crontab"),
+        "agent needs dig, cron needs crontab"
+    );
     for forbidden in ["telnetd", "rsh-server", "tftpd-hpa", "vsftpd", "gconf2"] {
-        assert!(!exists(&format!("/var/lib/dpkg/info/{forbidden}.list")), "{forbidden} is not installed");
+        assert!(
+            !exists(&format!("/var/lib/dpkg/info/{forbidden}.list")),
+            "{forbidden} is not installed"
+        );
     }
     let lists = fs::read_dir(built().root.join("var/lib/apt/lists")).unwrap();
-    assert!(!lists.flatten().any(|e| e.file_name().to_string_lossy().ends_with("_Packages")), "package lists cleaned");
+    assert!(
+        !lists
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("_Packages")),
+        "package lists cleaned"
+    );
 }
 
 #[test]
 fn file_permissions() {
     for file in ["/etc/passwd", "/etc/group"] {
         let m = meta(file);
-        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 0, 0), "{file}");
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (0o644, 0, 0),
+            "{file}"
+        );
     }
     for file in ["/etc/shadow", "/etc/gshadow"] {
         let m = meta(file);
-        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o000, 0, 0), "{file}");
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (0o000, 0, 0),
+            "{file}"
+        );
     }
     let passwd = read("/etc/passwd");
-    assert!(passwd.lines().filter(|l| !l.starts_with('#')).all(|l| l.split(':').nth(1) == Some("x")), "no hashes in passwd");
-    let allowed = ["/usr/bin/sudo", "/usr/bin/su", "/usr/bin/passwd", "/usr/bin/newgrp", "/usr/bin/crontab"];
+    assert!(
+        passwd
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.split(':').nth(1) == Some("x")),
+        "no hashes in passwd"
+    );
+    let allowed = [
+        "/usr/bin/sudo",
+        "/usr/bin/su",
+        "/usr/bin/passwd",
+        "/usr/bin/newgrp",
+        "/usr/bin/crontab",
+    ];
     let mut stack = vec![built().root.clone()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).unwrap().flatten() {
             let m = entry.metadata().unwrap();
-            let rel = format!("/{}", entry.path().strip_prefix(&built().root).unwrap().display());
+            let rel = format!(
+                "/{}",
+                entry.path().strip_prefix(&built().root).unwrap().display()
+            );
             if m.is_dir() {
                 stack.push(entry.path());
             } else if m.is_file() && m.mode() & 0o6000 != 0 {
-                assert!(allowed.contains(&rel.as_str()), "unexpected setuid/setgid {rel}");
+                assert!(
+                    allowed.contains(&rel.as_str()),
+                    "unexpected setuid/setgid {rel}"
+                );
             }
         }
     }
-    assert!(meta("/usr/bin/sudo").mode() & 0o4000 != 0, "sudo keeps setuid");
+    assert!(
+        meta("/usr/bin/sudo").mode() & 0o4000 != 0,
+        "sudo keeps setuid"
+    );
 }
 
 #[test]
 fn ssh_hardening() {
     let config = read("/etc/ssh/sshd_config");
     for line in [
-        "PermitRootLogin no", "PasswordAuthentication no", "X11Forwarding no", "MaxAuthTries 3",
-        "PermitEmptyPasswords no", "HostbasedAuthentication no", "Banner /etc/issue.net", "IgnoreRhosts yes",
-        "ClientAliveInterval 180", "ClientAliveCountMax 1", "LoginGraceTime 60", "PermitUserEnvironment no",
-        "PrintLastLog yes", "AllowGroups bosh_sshers", "DenyUsers root", "UseDNS no",
+        "PermitRootLogin no",
+        "PasswordAuthentication no",
+        "X11Forwarding no",
+        "MaxAuthTries 3",
+        "PermitEmptyPasswords no",
+        "HostbasedAuthentication no",
+        "Banner /etc/issue.net",
+        "IgnoreRhosts yes",
+        "ClientAliveInterval 180",
+        "ClientAliveCountMax 1",
+        "LoginGraceTime 60",
+        "PermitUserEnvironment no",
+        "PrintLastLog yes",
+        "AllowGroups bosh_sshers",
+        "DenyUsers root",
+        "UseDNS no",
     ] {
         assert!(has_line(&config, line), "sshd_config has {line:?}");
     }
-    let keys: Vec<&str> = config.lines().filter(|l| l.starts_with("HostKey")).collect();
-    assert_eq!(keys, ["HostKey /etc/ssh/ssh_host_rsa_key", "HostKey /etc/ssh/ssh_host_ecdsa_key", "HostKey /etc/ssh/ssh_host_ed25519_key"]);
+    let keys: Vec<&str> = config
+        .lines()
+        .filter(|l| l.starts_with("HostKey"))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "HostKey /etc/ssh/ssh_host_rsa_key",
+            "HostKey /etc/ssh/ssh_host_ecdsa_key",
+            "HostKey /etc/ssh/ssh_host_ed25519_key"
+        ]
+    );
     assert!(!config.contains("X11DisplayOffset"));
     assert_eq!(meta("/etc/ssh/sshd_config").mode() & 0o777, 0o600);
     assert!(read("/etc/issue.net").contains("Unauthorized use is strictly prohibited"));
@@ -150,43 +257,96 @@ fn ssh_hardening() {
 fn sysstat_environment_sysctl_limits() {
     assert!(has_line(&read("/etc/default/sysstat"), "ENABLED=\"true\""));
     let env = read("/etc/environment");
-    assert!(env.lines().any(|l| l.starts_with("PATH=") && l.contains("/var/vcap/bosh/bin")), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("PATH=") && l.contains("/var/vcap/bosh/bin")),
+        "{env}"
+    );
     let sysctl = read("/etc/sysctl.d/60-bosh-sysctl.conf");
-    for line in ["net.ipv6.conf.all.accept_redirects = 0", "net.ipv4.tcp_syncookies = 1", "kernel.randomize_va_space = 2", "fs.suid_dumpable = 0"] {
+    for line in [
+        "net.ipv6.conf.all.accept_redirects = 0",
+        "net.ipv4.tcp_syncookies = 1",
+        "kernel.randomize_va_space = 2",
+        "fs.suid_dumpable = 0",
+    ] {
         assert!(has_line(&sysctl, line), "{line}");
     }
     let limits = read("/etc/security/limits.conf");
-    assert!(limits.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["*", "hard", "core", "0"]), "no core dumps");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["*", "hard", "core", "0"]),
+        "no core dumps"
+    );
 }
 
 #[test]
 fn users_and_groups() {
     let passwd = read("/etc/passwd");
-    let vcap = passwd.lines().find(|l| l.starts_with("vcap:")).expect("vcap user");
+    let vcap = passwd
+        .lines()
+        .find(|l| l.starts_with("vcap:"))
+        .expect("vcap user");
     let fields: Vec<&str> = vcap.split(':').collect();
     assert_eq!((fields[2], fields[6]), ("1000", "/bin/bash"));
     let group = read("/etc/group");
     let gid = fields[3];
-    assert!(group.lines().any(|l| l.starts_with("vcap:") && l.split(':').nth(2) == Some(gid)), "primary group vcap");
+    assert!(
+        group
+            .lines()
+            .any(|l| l.starts_with("vcap:") && l.split(':').nth(2) == Some(gid)),
+        "primary group vcap"
+    );
     for g in ["bosh_sshers", "admin", "adm", "sudo"] {
-        let line = group.lines().find(|l| l.starts_with(&format!("{g}:"))).unwrap_or_else(|| panic!("group {g}"));
-        assert!(line.split(':').nth(3).unwrap().split(',').any(|m| m == "vcap"), "vcap in {g}");
+        let line = group
+            .lines()
+            .find(|l| l.starts_with(&format!("{g}:")))
+            .unwrap_or_else(|| panic!("group {g}"));
+        assert!(
+            line.split(':')
+                .nth(3)
+                .unwrap()
+                .split(',')
+                .any(|m| m == "vcap"),
+            "vcap in {g}"
+        );
     }
     assert!(group.lines().any(|l| l.starts_with("bosh_sudoers:")));
     let home = meta("/home/vcap");
     assert_eq!((home.mode() & 0o777, home.uid()), (0o700, 1000));
     for rc in ["/root/.bashrc", "/home/vcap/.bashrc", "/etc/skel/.bashrc"] {
-        assert!(has_line(&read(rc), "source /etc/profile.d/00-bosh-ps1"), "{rc}");
+        assert!(
+            has_line(&read(rc), "source /etc/profile.d/00-bosh-ps1"),
+            "{rc}"
+        );
     }
-    assert!(has_line(&read("/root/.bashrc"), "export PATH=/var/vcap/bosh/bin:$PATH"));
+    assert!(has_line(
+        &read("/root/.bashrc"),
+        "export PATH=/var/vcap/bosh/bin:$PATH"
+    ));
     assert!(read("/root/.profile").contains(".bashrc"));
     let shadow = read("/etc/shadow");
     for user in ["root", "vcap"] {
-        let hash = shadow.lines().find(|l| l.starts_with(&format!("{user}:"))).unwrap().split(':').nth(1).unwrap().to_string();
-        assert!(hash.starts_with('!') || hash.starts_with('*'), "{user} password locked by default: {hash}");
+        let hash = shadow
+            .lines()
+            .find(|l| l.starts_with(&format!("{user}:")))
+            .unwrap()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(
+            hash.starts_with('!') || hash.starts_with('*'),
+            "{user} password locked by default: {hash}"
+        );
     }
     // No group may be joined with a password: locked ("*" or "!"), never empty or a hash.
-    assert!(read("/etc/gshadow").lines().all(|l| matches!(l.split(':').nth(1), Some("*" | "!"))), "no group passwords");
+    assert!(
+        read("/etc/gshadow")
+            .lines()
+            .all(|l| matches!(l.split(':').nth(1), Some("*" | "!"))),
+        "no group passwords"
+    );
 }
 
 #[test]
@@ -194,11 +354,21 @@ fn monit_and_runit_for_the_agent() {
     assert!(exists("/usr/bin/monit") && exists("/usr/bin/runsvdir"));
     assert_eq!(link("/var/vcap/bosh/bin/monit"), "/usr/bin/monit");
     let monitrc = read("/var/vcap/bosh/etc/monitrc");
-    assert!(monitrc.contains("set httpd port 2822") && monitrc.contains("include /var/vcap/monit/job/*.monitrc"));
-    assert_eq!(meta("/var/vcap/bosh/etc/monitrc").mode() & 0o777, 0o700, "monit refuses a readable rc file");
+    assert!(
+        monitrc.contains("set httpd port 2822")
+            && monitrc.contains("include /var/vcap/monit/job/*.monitrc")
+    );
+    assert_eq!(
+        meta("/var/vcap/bosh/etc/monitrc").mode() & 0o777,
+        0o700,
+        "monit refuses a readable rc file"
+    );
     assert!(exists("/etc/service"));
     assert!(enabled("runit.service"), "runsvdir starts at boot");
-    assert!(!enabled("monit.service"), "the distribution's monit does not start: the agent runs it");
+    assert!(
+        !enabled("monit.service"),
+        "the distribution's monit does not start: the agent runs it"
+    );
 }
 
 #[test]
@@ -213,37 +383,74 @@ fn sudoers() {
     assert!(has_line(&sudoers, "%bosh_sudoers ALL=(ALL) NOPASSWD: ALL"));
     assert!(has_line(&sudoers, "#includedir /etc/sudoers.d"));
     assert_eq!(meta("/etc/sudoers").mode() & 0o777, 0o440);
-    let mut others = sudoers.lines().filter(|l| !l.starts_with('#') && !l.starts_with("%bosh_sudoers")).filter(|l| l.contains("NOPASSWD") || l.contains("!authenticate")).count();
-    for entry in fs::read_dir(built().root.join("etc/sudoers.d")).unwrap().flatten() {
-        others += fs::read_to_string(entry.path()).unwrap_or_default().lines().filter(|l| !l.starts_with('#') && l.contains("NOPASSWD")).count();
+    let mut others = sudoers
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("%bosh_sudoers"))
+        .filter(|l| l.contains("NOPASSWD") || l.contains("!authenticate"))
+        .count();
+    for entry in fs::read_dir(built().root.join("etc/sudoers.d"))
+        .unwrap()
+        .flatten()
+    {
+        others += fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("NOPASSWD"))
+            .count();
     }
-    assert_eq!(others, 0, "nobody else sudoes without a password (STIG V-58901)");
+    assert_eq!(
+        others, 0,
+        "nobody else sudoes without a password (STIG V-58901)"
+    );
 }
 
 #[test]
 fn password_policies_and_su() {
-    for entry in fs::read_dir(built().root.join("etc/pam.d")).unwrap().flatten() {
+    for entry in fs::read_dir(built().root.join("etc/pam.d"))
+        .unwrap()
+        .flatten()
+    {
         let text = fs::read_to_string(entry.path()).unwrap_or_default();
-        assert!(!text.contains("nullok"), "{} allows blank passwords", entry.path().display());
+        assert!(
+            !text.contains("nullok"),
+            "{} allows blank passwords",
+            entry.path().display()
+        );
     }
     let password = read("/etc/pam.d/common-password");
-    for line in password.lines().filter(|l| l.starts_with("password") && l.contains("pam_unix.so")) {
-        assert!(line.contains("sha512") && !line.contains("yescrypt"), "{line}");
+    for line in password
+        .lines()
+        .filter(|l| l.starts_with("password") && l.contains("pam_unix.so"))
+    {
+        assert!(
+            line.contains("sha512") && !line.contains("yescrypt"),
+            "{line}"
+        );
     }
     assert!(password.contains("pam_pwquality.so"));
     assert!(read("/etc/security/pwquality.conf").contains("minlen = 14"));
     let defs = read("/etc/login.defs");
-    assert!(defs.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PASS_MAX_DAYS", "90"]));
-    assert!(defs.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["ENCRYPT_METHOD", "SHA512"]));
+    assert!(defs
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PASS_MAX_DAYS", "90"]));
+    assert!(defs
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["ENCRYPT_METHOD", "SHA512"]));
     let su = read("/etc/pam.d/su");
     let lines: Vec<&str> = su.lines().filter(|l| l.starts_with("auth")).collect();
-    assert!(lines[0].contains("pam_rootok.so") && lines[1].contains("pam_wheel.so use_uid"), "{lines:?}");
+    assert!(
+        lines[0].contains("pam_rootok.so") && lines[1].contains("pam_wheel.so use_uid"),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn tty_and_ctrl_alt_del() {
     let securetty = read("/etc/securetty");
-    let entries: Vec<&str> = securetty.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+    let entries: Vec<&str> = securetty
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
     assert_eq!(entries, ["console"]);
     assert_eq!(link("/etc/systemd/system/ctrl-alt-del.target"), "/dev/null");
 }
@@ -251,15 +458,29 @@ fn tty_and_ctrl_alt_del() {
 #[test]
 fn logging_rsyslog_and_journald() {
     let conf = read("/etc/rsyslog.conf");
-    for line in ["$FileOwner syslog", "$FileGroup syslog", "$FileCreateMode 0600", "$ModLoad imklog", "module(load=\"omrelp\")"] {
+    for line in [
+        "$FileOwner syslog",
+        "$FileGroup syslog",
+        "$FileCreateMode 0600",
+        "$ModLoad imklog",
+        "module(load=\"omrelp\")",
+    ] {
         assert!(has_line(&conf, line), "rsyslog.conf has {line}");
     }
     let group = read("/etc/group");
-    assert!(read("/etc/passwd").lines().any(|l| l.starts_with("syslog:")));
+    assert!(read("/etc/passwd")
+        .lines()
+        .any(|l| l.starts_with("syslog:")));
     let vcap_group = group.lines().find(|l| l.starts_with("vcap:")).unwrap();
-    assert!(vcap_group.ends_with("syslog") || vcap_group.contains("syslog,"), "syslog in group vcap: {vcap_group}");
+    assert!(
+        vcap_group.ends_with("syslog") || vcap_group.contains("syslog,"),
+        "syslog in group vcap: {vcap_group}"
+    );
     let rotate = read("/etc/logrotate.d/rsyslog");
-    assert!(rotate.contains("kill -SIGHUP $(cat /var/run/rsyslogd.pid)") && !rotate.contains("restart rsyslog"));
+    assert!(
+        rotate.contains("kill -SIGHUP $(cat /var/run/rsyslogd.pid)")
+            && !rotate.contains("restart rsyslog")
+    );
     let journald = read("/etc/systemd/journald.conf.d/00-bosh.conf");
     assert!(has_line(&journald, "ForwardToSyslog=yes") && has_line(&journald, "Storage=volatile"));
 }
@@ -267,7 +488,13 @@ fn logging_rsyslog_and_journald() {
 #[test]
 fn cron_and_vim() {
     let anacrontab = read("/etc/anacrontab");
-    assert_eq!(anacrontab.lines().filter(|l| l.starts_with("RANDOM_DELAY=")).collect::<Vec<_>>(), ["RANDOM_DELAY=60"]);
+    assert_eq!(
+        anacrontab
+            .lines()
+            .filter(|l| l.starts_with("RANDOM_DELAY="))
+            .collect::<Vec<_>>(),
+        ["RANDOM_DELAY=60"]
+    );
     assert!(!exists("/etc/cron.daily/man-db"));
     assert!(read("/etc/apt/apt.conf.d/02periodic").contains("Enable \"0\""));
     assert_eq!(read("/etc/cron.allow"), "root\n");
@@ -278,19 +505,38 @@ fn cron_and_vim() {
 #[test]
 fn auditd_installed_with_rules_but_not_enabled() {
     assert!(exists("/usr/sbin/auditd"));
-    assert!(!enabled("auditd.service"), "auditd not enabled (reference OS-image spec)");
+    assert!(
+        !enabled("auditd.service"),
+        "auditd not enabled (reference OS-image spec)"
+    );
     let rules = read("/etc/audit/rules.d/bosh.rules");
     assert!(rules.contains("-w /etc/sudoers -p wa -k actions") && rules.contains("-k time-change"));
-    assert!(rules.contains("-F path=/usr/bin/sudo -F perm=x"), "privileged binaries audited");
-    assert!(has_line(&read("/etc/audit/auditd.conf"), "space_left_action = SYSLOG"));
+    assert!(
+        rules.contains("-F path=/usr/bin/sudo -F perm=x"),
+        "privileged binaries audited"
+    );
+    assert!(has_line(
+        &read("/etc/audit/auditd.conf"),
+        "space_left_action = SYSLOG"
+    ));
     assert_eq!(meta("/var/log/audit").uid(), 0);
 }
 
 #[test]
 fn machine_id_and_build_leftovers_are_cleaned() {
-    assert_eq!(meta("/etc/machine-id").len(), 0, "empty machine-id: every VM makes its own");
+    assert_eq!(
+        meta("/etc/machine-id").len(),
+        0,
+        "empty machine-id: every VM makes its own"
+    );
     assert!(!exists("/var/lib/dbus/machine-id"));
-    assert!(!exists("/usr/sbin/policy-rc.d"), "the build's daemon blocker is not in the image");
+    assert!(
+        !exists("/usr/sbin/policy-rc.d"),
+        "the build's daemon blocker is not in the image"
+    );
     let resolv = Path::new("/etc/resolv.conf");
-    assert!(meta(resolv.to_str().unwrap()).is_symlink() || read("/etc/resolv.conf").is_empty(), "build host's resolver not leaked");
+    assert!(
+        meta(resolv.to_str().unwrap()).is_symlink() || read("/etc/resolv.conf").is_empty(),
+        "build host's resolver not leaked"
+    );
 }

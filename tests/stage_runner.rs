@@ -11,7 +11,10 @@ use support::{text, Fixture};
 fn stages_run_config_first_then_apply_in_order_with_the_contract() {
     let f = Fixture::new();
     f.collection(&["first", "second"]);
-    f.config("first", "greeting=\"hello $os_name\"\npersist greeting\necho config-first >>\"$work/order\"");
+    f.config(
+        "first",
+        "greeting=\"hello $os_name\"\npersist greeting\necho config-first >>\"$work/order\"",
+    );
     f.stage(
         "first",
         r#"echo apply-first >>"$work/order"
@@ -26,35 +29,79 @@ echo "a line on stdout"; echo "a line on stderr" >&2"#,
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let order = fs::read_to_string(f.work().join("order")).unwrap();
-    assert_eq!(order, "config-first\nconfig-second\napply-first\napply-second\n");
+    assert_eq!(
+        order,
+        "config-first\nconfig-second\napply-first\napply-second\n"
+    );
     let env = fs::read_to_string(f.work().join("env")).unwrap();
     let stages = f.stages().canonicalize().unwrap();
     assert!(env.contains("greeting=hello debian"), "{env}");
-    assert!(env.contains(&format!("chroot={}", f.chroot().canonicalize().unwrap().display())), "{env}");
-    assert!(env.contains(&format!("assets={}/first/assets", stages.display())), "{env}");
+    assert!(
+        env.contains(&format!(
+            "chroot={}",
+            f.chroot().canonicalize().unwrap().display()
+        )),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("assets={}/first/assets", stages.display())),
+        "{env}"
+    );
     assert!(env.contains(&format!("base={}", stages.display())), "{env}");
     assert!(env.contains("extra=42"), "{env}");
     // A stage only sees its own persisted settings.
-    assert_eq!(fs::read_to_string(f.work().join("second-env")).unwrap(), "greeting=unset\n");
+    assert_eq!(
+        fs::read_to_string(f.work().join("second-env")).unwrap(),
+        "greeting=unset\n"
+    );
     // Settings live under the work dir, never in the stages' tree.
     assert!(f.work().join("settings/stages/01-first.bash").exists());
-    assert!(!fs::read_dir(f.stages().join("first")).unwrap().any(|e| e.unwrap().file_name() == "settings.bash"));
+    assert!(!fs::read_dir(f.stages().join("first"))
+        .unwrap()
+        .any(|e| e.unwrap().file_name() == "settings.bash"));
 
     let log = fs::read_to_string(f.work().join("logs/01-first.log")).unwrap();
-    assert!(log.contains("a line on stdout") && log.contains("a line on stderr"), "{log}");
+    assert!(
+        log.contains("a line on stdout") && log.contains("a line on stderr"),
+        "{log}"
+    );
     assert!(f.work().join("logs/02-second.log").exists());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("a line on stdout"), "console shows stage output: {stderr}");
+    assert!(
+        stderr.contains("a line on stdout"),
+        "console shows stage output: {stderr}"
+    );
 
     let report = text(&out.stdout);
-    assert!(report.contains("duration report") && report.contains("01-first") && report.contains("02-second"), "{report}");
-    assert!(report.contains("archive") && report.contains("total"), "{report}");
+    assert!(
+        report.contains("duration report")
+            && report.contains("01-first")
+            && report.contains("02-second"),
+        "{report}"
+    );
+    assert!(
+        report.contains("archive") && report.contains("total"),
+        "{report}"
+    );
 
     // The OS image holds what the stages wrote, with its sidecars.
     assert!(f.output().exists());
-    let listing = std::process::Command::new("tar").arg("-tzf").arg(f.output()).output().unwrap();
-    assert!(text(&listing.stdout).lines().any(|l| l == "./first.txt"), "{}", text(&listing.stdout));
-    let check = std::process::Command::new("sha256sum").arg("-c").arg("os-image.tgz.sha256").current_dir(f.out_dir()).output().unwrap();
+    let listing = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(f.output())
+        .output()
+        .unwrap();
+    assert!(
+        text(&listing.stdout).lines().any(|l| l == "./first.txt"),
+        "{}",
+        text(&listing.stdout)
+    );
+    let check = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg("os-image.tgz.sha256")
+        .current_dir(f.out_dir())
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", text(&check.stdout));
     assert!(f.out_dir().join("os-image.tgz.packages.txt").exists());
 }
@@ -64,7 +111,10 @@ fn a_failing_stage_names_itself_its_status_log_tail_and_resume_command() {
     let f = Fixture::new();
     f.collection(&["good", "bad", "never"]);
     f.stage("good", "true");
-    f.stage("bad", "for i in $(seq 1 30); do echo \"line $i\"; done\nexit 3");
+    f.stage(
+        "bad",
+        "for i in $(seq 1 30); do echo \"line $i\"; done\nexit 3",
+    );
     f.stage("never", "touch \"$work/never-ran\"");
     let out = f.build(&[]);
     assert!(!out.status.success());
@@ -73,21 +123,33 @@ fn a_failing_stage_names_itself_its_status_log_tail_and_resume_command() {
     let err = &stderr[stderr.find("error:").expect("an error line")..];
     assert!(err.contains("stage 'bad' failed"), "{err}");
     assert!(err.contains("exited with status 3"), "{err}");
-    assert!(err.contains("line 30") && err.contains("\nline 11\n") && !err.contains("\nline 10\n"), "last 20 lines: {err}");
+    assert!(
+        err.contains("line 30") && err.contains("\nline 11\n") && !err.contains("\nline 10\n"),
+        "last 20 lines: {err}"
+    );
     assert!(err.contains("logs/02-bad.log"), "{err}");
     assert!(err.contains("--resume-from bad"), "{err}");
     assert!(!f.work().join("never-ran").exists());
     // Nothing under the final name, and no temporary left over.
     assert_eq!(fs::read_dir(f.out_dir()).unwrap().count(), 0);
-    assert!(text(&out.stdout).contains("failed"), "report printed after a failure");
+    assert!(
+        text(&out.stdout).contains("failed"),
+        "report printed after a failure"
+    );
 }
 
 #[test]
 fn resume_from_skips_earlier_stages_and_keeps_the_chroot() {
     let f = Fixture::new();
     f.collection(&["one", "two", "three"]);
-    f.stage("one", "echo one >>\"$work/ran\"; echo kept >\"$chroot/from-one\"");
-    f.stage("two", "echo two >>\"$work/ran\"; [ -e \"$work/fail-two\" ] && exit 1; true");
+    f.stage(
+        "one",
+        "echo one >>\"$work/ran\"; echo kept >\"$chroot/from-one\"",
+    );
+    f.stage(
+        "two",
+        "echo two >>\"$work/ran\"; [ -e \"$work/fail-two\" ] && exit 1; true",
+    );
     f.stage("three", "echo three >>\"$work/ran\"");
     fs::create_dir_all(f.work()).unwrap();
     fs::write(f.work().join("fail-two"), "").unwrap();
@@ -96,14 +158,23 @@ fn resume_from_skips_earlier_stages_and_keeps_the_chroot() {
 
     let out = f.build(&["--resume-from", "two"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(fs::read_to_string(f.work().join("ran")).unwrap(), "one\ntwo\ntwo\nthree\n");
+    assert_eq!(
+        fs::read_to_string(f.work().join("ran")).unwrap(),
+        "one\ntwo\ntwo\nthree\n"
+    );
     assert!(f.chroot().join("from-one").exists());
     assert!(text(&out.stdout).contains("skipped (resume)"));
 
     // The reference builder's environment name works too.
-    let out = f.build_command(&[]).env("resume_from", "three").output().unwrap();
+    let out = f
+        .build_command(&[])
+        .env("resume_from", "three")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(fs::read_to_string(f.work().join("ran")).unwrap().ends_with("three\nthree\n"));
+    assert!(fs::read_to_string(f.work().join("ran"))
+        .unwrap()
+        .ends_with("three\nthree\n"));
 }
 
 #[test]
@@ -115,7 +186,10 @@ fn unknown_resume_stage_is_an_error_listing_valid_names() {
     let out = f.build(&["--resume-from", "gamma"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("unknown stage 'gamma'") && err.contains("alpha, beta"), "{err}");
+    assert!(
+        err.contains("unknown stage 'gamma'") && err.contains("alpha, beta"),
+        "{err}"
+    );
     assert!(!f.work().exists(), "nothing ran");
 }
 
@@ -151,7 +225,11 @@ fn non_executable_apply_sh_says_chmod() {
 #[test]
 fn malformed_collections_yml_names_the_file() {
     let f = Fixture::new();
-    fs::write(f.stages().join("collections.yml"), "collections:\n  test: [a, b\n").unwrap();
+    fs::write(
+        f.stages().join("collections.yml"),
+        "collections:\n  test: [a, b\n",
+    )
+    .unwrap();
     assert_bad_input(&f, "collections.yml is malformed");
 }
 
@@ -176,7 +254,10 @@ fn list_stages_prints_the_resolved_order_and_runs_nothing() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
-    assert!(listing.contains("01 b_stage\n02 a_stage  (config.sh)\n"), "{listing}");
+    assert!(
+        listing.contains("01 b_stage\n02 a_stage  (config.sh)\n"),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -184,13 +265,24 @@ fn a_held_work_dir_is_refused_and_freed_when_the_holder_is_killed() {
     let f = Fixture::new();
     f.collection(&["slow"]);
     f.stage("slow", "touch \"$work/started\"; sleep 30");
-    let mut first = f.build_command(&[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    assert!(support::eventually(20, || f.work().join("started").exists()));
+    let mut first = f
+        .build_command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(support::eventually(20, || f
+        .work()
+        .join("started")
+        .exists()));
 
     let second = f.build(&[]);
     assert!(!second.status.success());
     let err = text(&second.stderr);
-    assert!(err.contains("is in use by another build") && err.contains("--work-dir"), "{err}");
+    assert!(
+        err.contains("is in use by another build") && err.contains("--work-dir"),
+        "{err}"
+    );
 
     first.kill().unwrap(); // SIGKILL: the kernel drops the lock
     first.wait().unwrap();
@@ -206,5 +298,9 @@ fn output_directory_must_exist() {
     f.stage("one", "true");
     let out = f.build(&["--output", "/nonexistent-dir/os.tgz"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("output directory /nonexistent-dir does not exist"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("output directory /nonexistent-dir does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
 }

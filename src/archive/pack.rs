@@ -37,8 +37,12 @@ impl Default for PackOptions {
     fn default() -> Self {
         Self {
             compression: Compression::Gzip,
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()),
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             gzip_level: 6,
             zstd_level: 3,
         }
@@ -60,7 +64,8 @@ pub fn pack<W: Write + Send + 'static>(
     options: &PackOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<PackSummary> {
-    let root_meta = fs::symlink_metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let root_meta =
+        fs::symlink_metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     if !root_meta.is_dir() {
         anyhow::bail!("{} is not a directory", root.display());
     }
@@ -76,7 +81,10 @@ pub fn pack<W: Write + Send + 'static>(
     walker.entry(root, b"./", &root_meta)?;
     walker.dir(root, b"./".to_vec())?;
     let summary = walker.summary.clone();
-    let compressor = walker.builder.into_inner().context("finishing the tar stream")?;
+    let compressor = walker
+        .builder
+        .into_inner()
+        .context("finishing the tar stream")?;
     compressor.finish()?;
     Ok(summary)
 }
@@ -100,7 +108,8 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let path = dir.join(&name);
-            let meta = fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let mut archived = prefix.clone();
             archived.extend_from_slice(&name.into_vec());
             if meta.is_dir() {
@@ -125,7 +134,11 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
         header.set_uid(meta.uid() as u64);
         header.set_gid(meta.gid() as u64);
         let mtime = meta.mtime().max(0) as u64;
-        header.set_mtime(self.options.source_date_epoch.map_or(mtime, |epoch| mtime.min(epoch)));
+        header.set_mtime(
+            self.options
+                .source_date_epoch
+                .map_or(mtime, |epoch| mtime.min(epoch)),
+        );
         header.set_size(0);
 
         let xattrs = read_xattrs(path)?;
@@ -138,9 +151,15 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
             header.set_entry_type(EntryType::Directory);
             self.append(header, name, io::empty()).map_err(add_err)?;
         } else if file_type.is_symlink() {
-            let target = fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+            let target =
+                fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
             header.set_entry_type(EntryType::Symlink);
-            set_link(&mut self.builder, &mut header, target.as_os_str().as_bytes()).map_err(add_err)?;
+            set_link(
+                &mut self.builder,
+                &mut header,
+                target.as_os_str().as_bytes(),
+            )
+            .map_err(add_err)?;
             self.append(header, name, io::empty()).map_err(add_err)?;
         } else if meta.nlink() > 1 && self.hard_links.contains_key(&(meta.dev(), meta.ino())) {
             let first = self.hard_links[&(meta.dev(), meta.ino())].clone();
@@ -149,20 +168,33 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
             self.append(header, name, io::empty()).map_err(add_err)?;
         } else if file_type.is_file() {
             if meta.nlink() > 1 {
-                self.hard_links.insert((meta.dev(), meta.ino()), name.to_vec());
+                self.hard_links
+                    .insert((meta.dev(), meta.ino()), name.to_vec());
             }
             let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             header.set_entry_type(EntryType::Regular);
             header.set_size(meta.len());
-            let reader = ExactReader { inner: file.take(meta.len()), left: meta.len(), path };
+            let reader = ExactReader {
+                inner: file.take(meta.len()),
+                left: meta.len(),
+                path,
+            };
             self.append(header, name, reader).map_err(add_err)?;
             self.summary.data_bytes += meta.len();
             (self.progress)(self.summary.data_bytes);
         } else if file_type.is_char_device() || file_type.is_block_device() {
-            header.set_entry_type(if file_type.is_char_device() { EntryType::Char } else { EntryType::Block });
+            header.set_entry_type(if file_type.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            });
             let rdev = meta.rdev();
-            header.set_device_major(libc::major(rdev)).map_err(add_err)?;
-            header.set_device_minor(libc::minor(rdev)).map_err(add_err)?;
+            header
+                .set_device_major(libc::major(rdev))
+                .map_err(add_err)?;
+            header
+                .set_device_minor(libc::minor(rdev))
+                .map_err(add_err)?;
             self.append(header, name, io::empty()).map_err(add_err)?;
         } else if file_type.is_fifo() {
             header.set_entry_type(EntryType::Fifo);
@@ -190,7 +222,10 @@ impl<R: Read> Read for ExactReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && self.left > 0 && !buf.is_empty() {
-            return Err(io::Error::other(format!("{} shrank while it was archived", self.path.display())));
+            return Err(io::Error::other(format!(
+                "{} shrank while it was archived",
+                self.path.display()
+            )));
         }
         self.left -= n as u64;
         Ok(n)
@@ -208,8 +243,8 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     let mut out = Vec::new();
     for name in names {
-        if let Some(value) =
-            xattr::get(path, &name).with_context(|| format!("reading xattr {name:?} of {}", path.display()))?
+        if let Some(value) = xattr::get(path, &name)
+            .with_context(|| format!("reading xattr {name:?} of {}", path.display()))?
         {
             out.push((format!("SCHILY.xattr.{}", name.to_string_lossy()), value));
         }
@@ -244,7 +279,10 @@ impl<W: Write + Send + 'static> Compressor<W> {
 
     fn finish(self) -> Result<()> {
         match self {
-            Compressor::Gzip(mut w) => w.finish().map(drop).map_err(|e| gzp_error(e, "finishing gzip stream")),
+            Compressor::Gzip(mut w) => w
+                .finish()
+                .map(drop)
+                .map_err(|e| gzp_error(e, "finishing gzip stream")),
             Compressor::Zstd(w) => w.finish().map(drop).context("finishing zstd stream"),
         }
     }
@@ -252,7 +290,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
 
 fn gzp_error(err: gzp::GzpError, what: &str) -> anyhow::Error {
     match err {
-        gzp::GzpError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+        gzp::GzpError::Io(e) if crate::fsutil::is_disk_full(&e) => {
             anyhow!("no space left on device while {what}: free some space or write elsewhere")
         }
         other => anyhow!("{what}: {other}"),

@@ -30,7 +30,8 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
     if !options.skip_checksum {
         summary.checksum_verified = crate::checksum::verify_sidecar(archive)?;
     }
-    let file = File::open(archive).with_context(|| format!("cannot open OS image {}", archive.display()))?;
+    let file = File::open(archive)
+        .with_context(|| format!("cannot open OS image {}", archive.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (kind, magic) = Compression::sniff(&mut reader)?;
     let stream = io::Cursor::new(magic).chain(reader);
@@ -45,7 +46,12 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
     Ok(summary)
 }
 
-fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut UnpackSummary) -> Result<()> {
+fn unpack_stream(
+    stream: impl Read,
+    target: &Path,
+    archive: &Path,
+    summary: &mut UnpackSummary,
+) -> Result<()> {
     let mut tar = Archive::new(stream);
     tar.set_preserve_permissions(true);
     tar.set_preserve_ownerships(true);
@@ -60,8 +66,12 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
     };
     // Directory mtimes are set last: writing their contents would change them again.
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
-    for entry in tar.entries().with_context(|| format!("reading {}", archive.display()))? {
-        let mut entry = entry.with_context(|| format!("reading {} (truncated or not a tar?)", archive.display()))?;
+    for entry in tar
+        .entries()
+        .with_context(|| format!("reading {}", archive.display()))?
+    {
+        let mut entry = entry
+            .with_context(|| format!("reading {} (truncated or not a tar?)", archive.display()))?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let relative = confine(&raw).map_err(|why| refuse(&name, why))?;
@@ -75,13 +85,19 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
             | EntryType::Char
             | EntryType::Block
             | EntryType::Fifo => {}
-            other => return Err(refuse(&name, &format!("has type {other:?}, which a root filesystem never needs"))),
+            other => {
+                return Err(refuse(
+                    &name,
+                    &format!("has type {other:?}, which a root filesystem never needs"),
+                ))
+            }
         }
         let destination = target.join(&relative);
         check_no_symlink_on_the_way(target, &relative).map_err(|why| refuse(&name, &why))?;
         if kind == EntryType::Link {
             let link = entry.link_name_bytes().unwrap_or_default().into_owned();
-            let link_rel = confine(&link).map_err(|why| refuse(&name, &format!("hard-links to a path that {why}")))?;
+            let link_rel = confine(&link)
+                .map_err(|why| refuse(&name, &format!("hard-links to a path that {why}")))?;
             check_no_symlink_on_the_way(target, &link_rel).map_err(|why| refuse(&name, &why))?;
             if destination.symlink_metadata().is_ok() {
                 fs::remove_file(&destination).ok();
@@ -93,11 +109,21 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
             let header = entry.header();
             let (uid, gid) = (u32::try_from(header.uid()?)?, u32::try_from(header.gid()?)?);
             nix::unistd::chown(target, Some(uid.into()), Some(gid.into()))?;
-            fs::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(header.mode()?))?;
+            fs::set_permissions(
+                target,
+                std::os::unix::fs::PermissionsExt::from_mode(header.mode()?),
+            )?;
             dir_times.push((target.to_path_buf(), header.mtime()?));
         } else {
-            if kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
-                return Err(refuse(&name, "is a directory where the archive already placed a symlink"));
+            if kind == EntryType::Directory
+                && existing
+                    .as_ref()
+                    .is_some_and(|m| m.file_type().is_symlink())
+            {
+                return Err(refuse(
+                    &name,
+                    "is a directory where the archive already placed a symlink",
+                ));
             }
             if kind == EntryType::Directory {
                 dir_times.push((destination.clone(), entry.header().mtime()?));
@@ -116,7 +142,8 @@ fn unpack_stream(stream: impl Read, target: &Path, archive: &Path, summary: &mut
     }
     for (dir, mtime) in dir_times.iter().rev() {
         let time = filetime::FileTime::from_unix_time(*mtime as i64, 0);
-        filetime::set_symlink_file_times(dir, time, time).with_context(|| format!("setting mtime of {}", dir.display()))?;
+        filetime::set_symlink_file_times(dir, time, time)
+            .with_context(|| format!("setting mtime of {}", dir.display()))?;
     }
     Ok(())
 }
@@ -185,7 +212,10 @@ fn check_no_symlink_on_the_way(target: &Path, relative: &Path) -> std::result::R
         if let Ok(meta) = current.symlink_metadata() {
             if meta.file_type().is_symlink() {
                 let rel = current.strip_prefix(target).unwrap_or(&current);
-                return Err(format!("would be written through the symlink ./{}", rel.display()));
+                return Err(format!(
+                    "would be written through the symlink ./{}",
+                    rel.display()
+                ));
             }
         } else {
             break;

@@ -21,12 +21,24 @@ pub fn populate(dev: &Path) -> Result<()> {
     fs::create_dir(&pts).with_context(|| format!("creating {}", pts.display()))?;
     // newinstance: the chroot's ptys are its own, invisible to the host's devpts.
     let data = "newinstance,ptmxmode=0666,mode=0620,gid=5";
-    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(data))
-        .with_context(|| format!("mount -t devpts devpts {} -o {data}", pts.display()))?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(data),
+    )
+    .with_context(|| format!("mount -t devpts devpts {} -o {data}", pts.display()))?;
     let shm = dev.join("shm");
     fs::create_dir(&shm).with_context(|| format!("creating {}", shm.display()))?;
-    mount(Some("shm"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
-        .with_context(|| format!("mount -t tmpfs shm {}", shm.display()))?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .with_context(|| format!("mount -t tmpfs shm {}", shm.display()))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -34,7 +46,8 @@ pub fn populate(dev: &Path) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        symlink(target, dev.join(link)).with_context(|| format!("symlink {}", dev.join(link).display()))?;
+        symlink(target, dev.join(link))
+            .with_context(|| format!("symlink {}", dev.join(link).display()))?;
     }
     Ok(())
 }

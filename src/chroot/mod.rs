@@ -28,8 +28,16 @@ pub struct ChrootCommand {
 
 /// Proxy settings survive the environment reset: builds behind a proxy need them for apt.
 const PASSED_THROUGH: &[&str] = &[
-    "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy",
-    "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
 ];
 
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,7 +75,10 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
     let ops = plan_mounts(&root, resolv)?;
 
     let mut command = Command::new(program);
-    command.args(args).env_clear().envs(clean_environment(|k| std::env::var_os(k)));
+    command
+        .args(args)
+        .env_clear()
+        .envs(clean_environment(|k| std::env::var_os(k)));
 
     let guard = policy_rc::install(&root)?;
     let chroot_root = root.clone();

@@ -10,12 +10,23 @@ use nix::mount::{mount, MsFlags};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     /// Mount a filesystem of `fstype`.
-    Fs { fstype: &'static str, target: PathBuf, flags: MsFlags, data: Option<String> },
+    Fs {
+        fstype: &'static str,
+        target: PathBuf,
+        flags: MsFlags,
+        data: Option<String>,
+    },
     /// Bind `source` onto `target`, then remount read-only when asked.
-    Bind { source: PathBuf, target: PathBuf, read_only: bool },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        read_only: bool,
+    },
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 /// The mounts for `root`, in order. `resolv` is the host's resolv.conf, bound only where the
 /// tree has a regular file to bind it onto (never through a symlink that may point outside).
@@ -27,7 +38,12 @@ pub fn plan_mounts(root: &Path, resolv: Option<&Path>) -> Result<Vec<MountOp>> {
         }
     }
     let mut ops = vec![
-        MountOp::Fs { fstype: "proc", target: root.join("proc"), flags: NOSUID_NODEV_NOEXEC, data: None },
+        MountOp::Fs {
+            fstype: "proc",
+            target: root.join("proc"),
+            flags: NOSUID_NODEV_NOEXEC,
+            data: None,
+        },
         MountOp::Fs {
             fstype: "sysfs",
             target: root.join("sys"),
@@ -43,8 +59,15 @@ pub fn plan_mounts(root: &Path, resolv: Option<&Path>) -> Result<Vec<MountOp>> {
     ];
     if let Some(resolv) = resolv {
         let target = root.join("etc/resolv.conf");
-        if target.symlink_metadata().is_ok_and(|m| m.file_type().is_file()) {
-            ops.push(MountOp::Bind { source: resolv.to_path_buf(), target, read_only: true });
+        if target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file())
+        {
+            ops.push(MountOp::Bind {
+                source: resolv.to_path_buf(),
+                target,
+                read_only: true,
+            });
         }
     }
     Ok(ops)
@@ -53,12 +76,29 @@ pub fn plan_mounts(root: &Path, resolv: Option<&Path>) -> Result<Vec<MountOp>> {
 pub fn apply(ops: &[MountOp]) -> Result<()> {
     for op in ops {
         match op {
-            MountOp::Fs { fstype, target, flags, data } => {
-                mount(Some(*fstype), target, Some(*fstype), *flags, data.as_deref()).with_context(|| {
-                    format!("mount -t {fstype} {fstype} {} (flags {flags:?}, data {data:?})", target.display())
-                })?
-            }
-            MountOp::Bind { source, target, read_only } => {
+            MountOp::Fs {
+                fstype,
+                target,
+                flags,
+                data,
+            } => mount(
+                Some(*fstype),
+                target,
+                Some(*fstype),
+                *flags,
+                data.as_deref(),
+            )
+            .with_context(|| {
+                format!(
+                    "mount -t {fstype} {fstype} {} (flags {flags:?}, data {data:?})",
+                    target.display()
+                )
+            })?,
+            MountOp::Bind {
+                source,
+                target,
+                read_only,
+            } => {
                 bind(source, target, *read_only)?;
             }
         }
@@ -67,8 +107,14 @@ pub fn apply(ops: &[MountOp]) -> Result<()> {
 }
 
 pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .with_context(|| format!("mount --bind {} {}", source.display(), target.display()))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("mount --bind {} {}", source.display(), target.display()))?;
     if read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
@@ -102,17 +148,29 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir(root.path().join("etc")).unwrap();
         let host = Path::new("/etc/hostname");
-        assert_eq!(plan_mounts(root.path(), Some(host)).unwrap().len(), 3, "no target file: no bind");
+        assert_eq!(
+            plan_mounts(root.path(), Some(host)).unwrap().len(),
+            3,
+            "no target file: no bind"
+        );
 
         std::os::unix::fs::symlink("/etc/passwd", root.path().join("etc/resolv.conf")).unwrap();
-        assert_eq!(plan_mounts(root.path(), Some(host)).unwrap().len(), 3, "never bind through a symlink");
+        assert_eq!(
+            plan_mounts(root.path(), Some(host)).unwrap().len(),
+            3,
+            "never bind through a symlink"
+        );
 
         fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
         fs::write(root.path().join("etc/resolv.conf"), "").unwrap();
         let ops = plan_mounts(root.path(), Some(host)).unwrap();
         assert_eq!(
             ops.last().unwrap(),
-            &MountOp::Bind { source: host.into(), target: root.path().join("etc/resolv.conf"), read_only: true }
+            &MountOp::Bind {
+                source: host.into(),
+                target: root.path().join("etc/resolv.conf"),
+                read_only: true
+            }
         );
     }
 }

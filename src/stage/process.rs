@@ -27,7 +27,10 @@ pub fn install_interrupt_handler() {
             let pid = CURRENT_CHILD.load(Ordering::SeqCst);
             if pid > 0 {
                 // The sandbox's init dies with it (PDEATHSIG) and takes the whole stage along.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         });
     });
@@ -52,12 +55,27 @@ pub fn sandboxed(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Command> {
 }
 
 /// Runs `command`, appending its output to `log` (created when `truncate`).
-pub fn run_logged(mut command: Command, log: &Path, truncate: bool, step: &Step) -> Result<Outcome> {
+pub fn run_logged(
+    mut command: Command,
+    log: &Path,
+    truncate: bool,
+    step: &Step,
+) -> Result<Outcome> {
     let mut log_file = open_log(log, truncate)?;
-    writeln!(log_file, "### {} {:?}", crate::progress::timestamp(), command)?;
+    writeln!(
+        log_file,
+        "### {} {:?}",
+        crate::progress::timestamp(),
+        command
+    )?;
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
-    command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
-    let mut child = command.spawn().with_context(|| format!("starting {:?}", command.get_program()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
     drop(command); // closes our copies of the pipe's write end, so EOF comes when the child ends
     CURRENT_CHILD.store(child.id() as i32, Ordering::SeqCst);
 
@@ -66,14 +84,23 @@ pub fn run_logged(mut command: Command, log: &Path, truncate: bool, step: &Step)
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).context("reading stage output")?;
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .context("reading stage output")?;
         if n == 0 {
             break;
         }
-        log_file.write_all(&buf).map_err(|e| crate::fsutil::io_error(e, "writing", log))?;
+        log_file
+            .write_all(&buf)
+            .map_err(|e| crate::fsutil::io_error(e, "writing", log))?;
         let text = String::from_utf8_lossy(&buf);
         // apt draws progress with carriage returns: show the last frame only.
-        let line = text.trim_end_matches(['\n', '\r']).rsplit('\r').next().unwrap_or("").to_string();
+        let line = text
+            .trim_end_matches(['\n', '\r'])
+            .rsplit('\r')
+            .next()
+            .unwrap_or("")
+            .to_string();
         step.line(&line);
         if tail.len() == TAIL_LINES {
             tail.pop_front();
@@ -82,8 +109,14 @@ pub fn run_logged(mut command: Command, log: &Path, truncate: bool, step: &Step)
     }
     let status = child.wait().context("waiting for stage")?;
     CURRENT_CHILD.store(0, Ordering::SeqCst);
-    let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
-    writeln!(log_file, "### {} exit status {code}", crate::progress::timestamp())?;
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
+    writeln!(
+        log_file,
+        "### {} exit status {code}",
+        crate::progress::timestamp()
+    )?;
     Ok(Outcome { code, tail })
 }
 

@@ -14,7 +14,13 @@ impl Report {
     }
 
     pub fn render(&self) -> String {
-        let width = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(5);
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.0.len())
+            .max()
+            .unwrap_or(4)
+            .max(5);
         let total: Duration = self.rows.iter().map(|r| r.1).sum();
         let mut out = String::from("duration report\n");
         for (step, elapsed, status) in &self.rows {
@@ -44,8 +50,14 @@ mod tests {
         report.add("01-base_apt", Duration::from_millis(1500), "ok");
         report.add("02-users", Duration::from_secs(61), "failed");
         let text = report.render();
-        assert!(text.contains("01-base_apt") && text.contains("1.5s"), "{text}");
-        assert!(text.contains("1m01.0s") && text.contains("failed"), "{text}");
+        assert!(
+            text.contains("01-base_apt") && text.contains("1.5s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1m01.0s") && text.contains("failed"),
+            "{text}"
+        );
         assert!(text.contains("total") && text.contains("1m02.5s"), "{text}");
     }
 }

@@ -38,7 +38,10 @@ impl RunPlan<'_> {
     }
 
     fn stage_settings_file(&self, stage: &Stage) -> PathBuf {
-        self.work.join("settings").join("stages").join(format!("{}.bash", stage.slug()))
+        self.work
+            .join("settings")
+            .join("stages")
+            .join(format!("{}.bash", stage.slug()))
     }
 }
 
@@ -68,7 +71,9 @@ pub fn run_stages(plan: &RunPlan, reporter: &Reporter, report: &mut Report) -> R
     plan.settings.write(&plan.build_settings_file())?;
     let settings_arg = plan.build_settings_file();
     for (index, stage) in plan.stages.iter().enumerate() {
-        let Some(config) = stage.config_script() else { continue };
+        let Some(config) = stage.config_script() else {
+            continue;
+        };
         let applying = index >= plan.start_at;
         let step = reporter.step(&format!("{} config", stage.slug()));
         let started = Instant::now();
@@ -105,7 +110,11 @@ fn finish(
     if process::interrupted() {
         step.finish("interrupted", elapsed);
         report.add(stage.slug(), elapsed, "interrupted");
-        return Err(Interrupted { stage: stage.name.clone(), resume }.into());
+        return Err(Interrupted {
+            stage: stage.name.clone(),
+            resume,
+        }
+        .into());
     }
     if outcome.code != 0 {
         step.finish(&format!("FAILED (exit {})", outcome.code), elapsed);
@@ -128,7 +137,12 @@ fn finish(
 }
 
 /// The stage's script with the contract's environment, in its sandbox.
-fn stage_command(plan: &RunPlan, stage: &Stage, script: &Path, arg: &OsStr) -> Result<std::process::Command> {
+fn stage_command(
+    plan: &RunPlan,
+    stage: &Stage,
+    script: &Path,
+    arg: &OsStr,
+) -> Result<std::process::Command> {
     let mut command = sandboxed(script, &[arg])?;
     let exe = std::env::current_exe()?;
     command

@@ -16,8 +16,9 @@ pub fn repo() -> PathBuf {
 }
 
 const APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc", "test",
-    "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf", "kill", "sed",
+    "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc",
+    "test", "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf",
+    "kill", "sed",
 ];
 
 /// A root tree with busybox-static and its applets: enough for stages that run shell code.
@@ -43,11 +44,18 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("sb-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sb-test-")
+            .tempdir()
+            .unwrap();
         let fixture = Fixture { dir };
         let lib = fixture.stages().join("lib");
         fs::create_dir_all(&lib).unwrap();
-        for file in ["prelude_common.bash", "prelude_apply.bash", "prelude_config.bash"] {
+        for file in [
+            "prelude_common.bash",
+            "prelude_apply.bash",
+            "prelude_config.bash",
+        ] {
             fs::copy(repo().join("stages/lib").join(file), lib.join(file)).unwrap();
         }
         busybox_root(&fixture.base());
@@ -96,7 +104,8 @@ impl Fixture {
         let dir = self.stages().join(name);
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(file);
-        let text = format!("#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/../lib/{prelude}\"\n{body}\n");
+        let text =
+            format!("#!/usr/bin/env bash\nsource \"$(dirname \"$0\")/../lib/{prelude}\"\n{body}\n");
         fs::write(&path, text).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -147,9 +156,14 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
 pub fn processes_with(needle: &str) -> Vec<u32> {
     let mut pids = vec![];
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+            if String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+            {
                 pids.push(pid);
             }
         }
