@@ -12,7 +12,7 @@ use support::text;
 
 fn server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
-    SERVER.get_or_init(S3Server::start)
+    SERVER.get_or_init(S3Server::shared)
 }
 
 /// `len` bytes no compressor or dedup can shrink.

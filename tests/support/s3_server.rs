@@ -18,6 +18,9 @@ pub struct S3Server {
     pub dir: tempfile::TempDir,
     pub base_port: u16,
     child: Option<Child>,
+    /// A server started by .ci/run (`STEMCELL_BUILDER_TEST_S3=http://127.0.0.1:PORT`), which
+    /// this handle neither starts nor stops.
+    external: Option<String>,
 }
 
 fn weed() -> PathBuf {
@@ -62,13 +65,35 @@ impl S3Server {
             dir,
             base_port: free_base(),
             child: None,
+            external: None,
         };
         server.spawn();
         server
     }
 
+    /// The server .ci/run started, when it did; else one of our own.
+    pub fn shared() -> Self {
+        match std::env::var("STEMCELL_BUILDER_TEST_S3") {
+            Ok(endpoint) if !endpoint.is_empty() => {
+                let dir = tempfile::Builder::new().prefix("sb-s3-").tempdir().unwrap();
+                let server = S3Server {
+                    dir,
+                    base_port: 0,
+                    child: None,
+                    external: Some(endpoint),
+                };
+                server.wait_ready();
+                server
+            }
+            _ => Self::start(),
+        }
+    }
+
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.base_port + 3)
+        match &self.external {
+            Some(endpoint) => endpoint.clone(),
+            None => format!("http://127.0.0.1:{}", self.base_port + 3),
+        }
     }
 
     fn spawn(&mut self) {
@@ -179,6 +204,10 @@ impl S3Server {
     }
 
     pub fn restart(&mut self) {
+        assert!(
+            self.external.is_none(),
+            "only a server of our own can be restarted"
+        );
         self.kill();
         self.spawn();
     }
