@@ -39,6 +39,8 @@ pub enum Command {
     UploadOsImage(UploadArgs),
     /// Download an OS image from S3, verifying its sha256 before it gets its final name.
     DownloadOsImage(DownloadArgs),
+    /// Make a bootable disk image (raw, qcow2, ovf, vhd) from a root tree that has grub-pc.
+    DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
@@ -126,6 +128,9 @@ pub struct ChrootExecArgs {
     /// Do not bind the host's /etc/resolv.conf.
     #[arg(long)]
     pub no_resolv_conf: bool,
+    /// Bind the host's /dev (loop devices included) instead of a minimal /dev.
+    #[arg(long)]
+    pub host_dev: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -219,6 +224,19 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DiskImageArgs {
+    /// The root tree (with a kernel, an initramfs and grub-pc installed).
+    pub tree: PathBuf,
+    /// Directory for the result (root.img, root.vhd, or image.ovf + image.mf + image-disk1.vmdk).
+    pub out_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: crate::disk::DiskFormat,
+    /// Disk size in MiB (default: the tree's size with room to grow, at least 2048).
+    #[arg(long)]
+    pub size_mib: Option<u64>,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Where builds will write (free disk is checked there).
     #[arg(long, default_value = "/var/tmp")]
@@ -269,6 +287,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 root: args.root,
                 command: args.command,
                 resolv_conf: !args.no_resolv_conf,
+                host_dev: args.host_dev,
             })?;
             return Ok(exit_code(code));
         }
@@ -349,6 +368,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     plan.file.display(),
                     digest.as_deref().unwrap_or("not verified")
                 ),
+            }
+        }
+        Command::DiskImage(args) => {
+            let plan = crate::disk::DiskPlan {
+                tree: args.tree,
+                out_dir: args.out_dir,
+                format: args.format,
+                size_mib: args.size_mib,
+            };
+            for file in crate::disk::build(&plan, &Reporter::detect())? {
+                println!("wrote {}", file.display());
             }
         }
         Command::Doctor(args) => {

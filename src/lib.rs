@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod chroot;
 pub mod cli;
 pub mod collections;
+pub mod disk;
 pub mod doctor;
 pub mod fsutil;
 pub mod lock;

@@ -24,6 +24,8 @@ pub struct ChrootCommand {
     pub command: Vec<OsString>,
     /// Bind the host's resolv.conf (read-only) so apt can resolve names.
     pub resolv_conf: bool,
+    /// Bind the host's whole /dev instead of a minimal one (GRUB on a loop device needs it).
+    pub host_dev: bool,
 }
 
 /// Proxy settings survive the environment reset: builds behind a proxy need them for apt.
@@ -72,7 +74,8 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
     };
     let host_resolv = Path::new("/etc/resolv.conf");
     let resolv = (request.resolv_conf && host_resolv.exists()).then_some(host_resolv);
-    let ops = plan_mounts(&root, resolv)?;
+    let ops = plan_mounts(&root, resolv, request.host_dev)?;
+    let host_dev = request.host_dev;
 
     let mut command = Command::new(program);
     command
@@ -86,7 +89,9 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
         move || {
             mounts::apply(&ops)?;
-            dev::populate(&chroot_root.join("dev"))?;
+            if !host_dev {
+                dev::populate(&chroot_root.join("dev"))?;
+            }
             nix::unistd::chroot(&chroot_root)
                 .with_context(|| format!("chroot({})", chroot_root.display()))?;
             std::env::set_current_dir("/").context("chdir / inside the chroot")?;

@@ -22,6 +22,8 @@ pub enum MountOp {
         target: PathBuf,
         read_only: bool,
     },
+    /// Bind a whole tree with everything mounted below it (the host's /dev for disk work).
+    RecursiveBind { source: PathBuf, target: PathBuf },
 }
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
@@ -30,7 +32,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 
 /// The mounts for `root`, in order. `resolv` is the host's resolv.conf, bound only where the
 /// tree has a regular file to bind it onto (never through a symlink that may point outside).
-pub fn plan_mounts(root: &Path, resolv: Option<&Path>) -> Result<Vec<MountOp>> {
+pub fn plan_mounts(root: &Path, resolv: Option<&Path>, host_dev: bool) -> Result<Vec<MountOp>> {
     for dir in ["proc", "sys", "dev"] {
         let path = root.join(dir);
         if path.symlink_metadata().is_err() {
@@ -50,13 +52,20 @@ pub fn plan_mounts(root: &Path, resolv: Option<&Path>) -> Result<Vec<MountOp>> {
             flags: NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
             data: None,
         },
+    ];
+    ops.push(if host_dev {
+        MountOp::RecursiveBind {
+            source: "/dev".into(),
+            target: root.join("dev"),
+        }
+    } else {
         MountOp::Fs {
             fstype: "tmpfs",
             target: root.join("dev"),
             flags: MsFlags::MS_NOSUID,
             data: Some("mode=0755,size=65536k".into()),
-        },
-    ];
+        }
+    });
     if let Some(resolv) = resolv {
         let target = root.join("etc/resolv.conf");
         if target
@@ -101,6 +110,12 @@ pub fn apply(ops: &[MountOp]) -> Result<()> {
             } => {
                 bind(source, target, *read_only)?;
             }
+            MountOp::RecursiveBind { source, target } => {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+                mount(Some(source), target, None::<&str>, flags, None::<&str>).with_context(
+                    || format!("mount --rbind {} {}", source.display(), target.display()),
+                )?;
+            }
         }
     }
     Ok(())
@@ -130,17 +145,22 @@ mod tests {
     #[test]
     fn proc_sys_dev_in_order_and_sys_read_only() {
         let root = tempfile::tempdir().unwrap();
-        let ops = plan_mounts(root.path(), None).unwrap();
+        let ops = plan_mounts(root.path(), None, false).unwrap();
         let kinds: Vec<_> = ops
             .iter()
             .map(|op| match op {
                 MountOp::Fs { fstype, .. } => *fstype,
                 MountOp::Bind { .. } => "bind",
+                MountOp::RecursiveBind { .. } => "rbind",
             })
             .collect();
         assert_eq!(kinds, ["proc", "sysfs", "tmpfs"]);
         assert!(matches!(&ops[1], MountOp::Fs { flags, .. } if flags.contains(MsFlags::MS_RDONLY)));
         assert!(root.path().join("proc").is_dir() && root.path().join("dev").is_dir());
+        let with_host_dev = plan_mounts(root.path(), None, true).unwrap();
+        assert!(
+            matches!(&with_host_dev[2], MountOp::RecursiveBind { source, .. } if source == Path::new("/dev"))
+        );
     }
 
     #[test]
@@ -149,21 +169,21 @@ mod tests {
         fs::create_dir(root.path().join("etc")).unwrap();
         let host = Path::new("/etc/hostname");
         assert_eq!(
-            plan_mounts(root.path(), Some(host)).unwrap().len(),
+            plan_mounts(root.path(), Some(host), false).unwrap().len(),
             3,
             "no target file: no bind"
         );
 
         std::os::unix::fs::symlink("/etc/passwd", root.path().join("etc/resolv.conf")).unwrap();
         assert_eq!(
-            plan_mounts(root.path(), Some(host)).unwrap().len(),
+            plan_mounts(root.path(), Some(host), false).unwrap().len(),
             3,
             "never bind through a symlink"
         );
 
         fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
         fs::write(root.path().join("etc/resolv.conf"), "").unwrap();
-        let ops = plan_mounts(root.path(), Some(host)).unwrap();
+        let ops = plan_mounts(root.path(), Some(host), false).unwrap();
         assert_eq!(
             ops.last().unwrap(),
             &MountOp::Bind {
