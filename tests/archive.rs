@@ -449,14 +449,30 @@ fn unpack_refuses_a_non_empty_target() {
     assert!(text(&out.stderr).contains("is not empty"));
 }
 
-#[test]
-fn peak_memory_does_not_follow_the_tree_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    fs::create_dir(&tree).unwrap();
-    // 96 MiB of incompressible data in files of 8 MiB: far more than the bound below.
-    let mut state = 0x2545f4914f6cdd1du64;
-    for i in 0..12 {
+/// Runs `pack` and returns its own peak RSS in KiB (wait4 reports it for that child alone).
+fn pack_peak_rss(tree: &Path, out: &Path, compression: &str) -> i64 {
+    let child = Command::new(support::bin())
+        .arg("pack")
+        .arg(tree)
+        .arg(out)
+        .args(["--compression", compression])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps exactly this child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "pack failed");
+    usage.ru_maxrss
+}
+
+fn noise_tree(dir: &Path, files: usize, seed: u64) {
+    fs::create_dir_all(dir).unwrap();
+    let mut state = seed | 1;
+    for i in 0..files {
         let data: Vec<u8> = (0..(8 << 20))
             .map(|_| {
                 state ^= state << 13;
@@ -465,19 +481,25 @@ fn peak_memory_does_not_follow_the_tree_size() {
                 state as u8
             })
             .collect();
-        fs::write(tree.join(format!("blob{i}")), data).unwrap();
+        fs::write(dir.join(format!("blob{i}")), data).unwrap();
     }
+}
+
+#[test]
+fn peak_memory_does_not_follow_the_tree_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // 48 MiB and 144 MiB of incompressible data, in files of 8 MiB: both past the point where
+    // zstd's multi-threaded buffers (its window and jobs, tens of MiB) are full.
+    let (small, big) = (dir.path().join("small"), dir.path().join("big"));
+    noise_tree(&small, 6, 7);
+    noise_tree(&big, 18, 11);
     for compression in ["gzip", "zstd"] {
-        let image = dir.path().join(format!("out-{compression}"));
-        let out = pack(&tree, &image, &["--compression", compression]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let usage =
-            nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-        // ru_maxrss is in KiB: the largest child this test process has waited for so far.
+        let small_rss = pack_peak_rss(&small, &dir.path().join(format!("s-{compression}")), compression);
+        let big_rss = pack_peak_rss(&big, &dir.path().join(format!("b-{compression}")), compression);
         assert!(
-            usage.max_rss() < 64 * 1024,
-            "{compression}: peak RSS {} KiB for a 96 MiB tree",
-            usage.max_rss()
+            big_rss < small_rss + 16 * 1024,
+            "{compression}: peak RSS grew from {small_rss} KiB to {big_rss} KiB with a 3x larger tree"
         );
+        assert!(big_rss < 160 * 1024, "{compression}: peak RSS {big_rss} KiB");
     }
 }
