@@ -39,6 +39,10 @@ pub enum Command {
     UploadOsImage(UploadArgs),
     /// Download an OS image from S3, verifying its sha256 before it gets its final name.
     DownloadOsImage(DownloadArgs),
+    /// Build a BOSH stemcell from an OS image (a local file or s3://BUCKET/KEY).
+    BuildStemcell(Box<BuildStemcellArgs>),
+    /// Print a stemcell's manifest and check it the way a director would read it.
+    Inspect(InspectArgs),
     /// Make a bootable disk image (raw, qcow2, ovf, vhd) from a root tree that has grub-pc.
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
@@ -224,6 +228,59 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BuildStemcellArgs {
+    /// The OS image: a file (its .sha256 is checked when present) or s3://BUCKET/KEY.
+    #[arg(long)]
+    pub os_image: String,
+    /// warden, openstack, aws, vsphere, google or azure (reference: IAAS).
+    #[arg(long, env = "IAAS")]
+    pub iaas: String,
+    /// Default: the IaaS's (boshlite, kvm, xen-hvm, esxi, kvm, hyperv) (reference: HYPERVISOR).
+    #[arg(long, env = "HYPERVISOR")]
+    pub hypervisor: Option<String>,
+    /// The stemcell version, e.g. 1.2.
+    #[arg(long)]
+    pub version: String,
+    /// The bosh-agent binary to install.
+    #[arg(long)]
+    pub agent: PathBuf,
+    /// Where the stemcell tarball goes.
+    #[arg(long, default_value = ".")]
+    pub output_dir: PathBuf,
+    /// Image format (default: the IaaS's; a non-default one adds -FORMAT to the file name).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::stemcell::iaas::ImageFormat>,
+    /// NAME-VERSION of the image's OS (default: its /etc/os-release; reference: OS_NAME/OS_VERSION).
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Stage collection (default: stemcell-IAAS).
+    #[arg(long)]
+    pub collection: Option<String>,
+    /// Disk size in MiB for VM images (default: the tree's size with room to grow, at least 2048).
+    #[arg(long)]
+    pub disk_size_mib: Option<u64>,
+    /// Work directory. Default: /var/tmp/stemcell-builder/stemcell-IAAS-HYPERVISOR.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Rerun from this stage on the chroot as it stands (reference: resume_from).
+    #[arg(long, env = "resume_from")]
+    pub resume_from: Option<String>,
+    /// Extra setting for stages, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The stemcell tarball.
+    pub stemcell: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct DiskImageArgs {
     /// The root tree (with a kernel, an initramfs and grub-pc installed).
     pub tree: PathBuf,
@@ -370,6 +427,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ),
             }
         }
+        Command::BuildStemcell(args) => {
+            let plan = stemcell_plan(*args)?;
+            crate::stemcell::build(&plan, &Reporter::detect())?;
+        }
+        Command::Inspect(args) => {
+            let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
+            print!("{}", found.manifest_text);
+            println!(
+                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                found.manifest.sha1,
+                found.image_files.len(),
+                found.packages
+            );
+        }
         Command::DiskImage(args) => {
             let plan = crate::disk::DiskPlan {
                 tree: args.tree,
@@ -418,6 +489,37 @@ fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
         cache_dir: (!args.no_cache).then_some(args.cache_dir),
         base: args.base,
         compression: args.compression,
+        resume_command: resume_command(std::env::args_os().collect()),
+    })
+}
+
+fn stemcell_plan(args: BuildStemcellArgs) -> Result<crate::stemcell::StemcellPlan> {
+    let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
+    let format = target.format(args.format)?;
+    let os = args
+        .os
+        .or_else(|| os::from_reference_env(std::env::var("OS_NAME").ok(), std::env::var("OS_VERSION").ok()));
+    let stages = args.sources.stages_dir.clone().unwrap_or_else(|| shipped_dir("stages"));
+    let stages_dir = stages
+        .canonicalize()
+        .with_context(|| format!("stages directory {} does not exist: pass --stages-dir", stages.display()))?;
+    let work_dir = args.work_dir.unwrap_or_else(|| {
+        PathBuf::from(format!("/var/tmp/stemcell-builder/stemcell-{}-{}", target.iaas, target.hypervisor))
+    });
+    Ok(crate::stemcell::StemcellPlan {
+        os_image: crate::stemcell::OsImageSource::parse(&args.os_image, args.s3.options())?,
+        target,
+        format,
+        version: args.version,
+        agent: args.agent,
+        output_dir: args.output_dir,
+        work_dir,
+        stages_dir,
+        collection: args.collection,
+        resume_from: args.resume_from,
+        overrides: args.set,
+        os,
+        disk_size_mib: args.disk_size_mib,
         resume_command: resume_command(std::env::args_os().collect()),
     })
 }

@@ -22,3 +22,5 @@ pub mod s3;
 pub mod sandbox;
 pub mod settings;
 pub mod stage;
+pub mod stemcell;
+pub mod workspace;

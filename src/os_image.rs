@@ -68,8 +68,6 @@ impl OsImagePlan {
     }
 }
 
-const BASE_DONE: &str = ".base-complete";
-
 pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
     // Everything that can be wrong with the input is found before anything runs.
     let stages = plan.stages()?;
@@ -87,26 +85,16 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(&plan.work_dir)
-        .map_err(|e| crate::fsutil::io_error(e, "creating", &plan.work_dir))?;
-    let work = plan.work_dir.canonicalize()?;
-    let _lock = crate::lock::lock_work_dir(&work)?;
-    crate::stage::process::install_interrupt_handler();
-    let chroot = work.join("chroot");
+    let workspace = crate::workspace::Workspace::open(&plan.work_dir)?;
+    let (work, chroot) = (&workspace.work, &workspace.chroot);
     let mut report = Report::default();
 
     let result = (|| -> Result<()> {
         if plan.resume_from.is_some() {
-            if !work.join(BASE_DONE).exists() {
-                bail!(
-                    "nothing to resume in {}: no completed base there; run without --resume-from",
-                    work.display()
-                );
-            }
-            crate::chroot::policy_rc::remove_stale(&chroot)?;
+            workspace.require_base()?;
         } else {
             let started = Instant::now();
-            prepare_fresh(&work)?;
+            workspace.reset()?;
             let spec = BaseSpec {
                 suite: plan.os.suite.clone(),
                 arch: plan.arch.clone(),
@@ -118,21 +106,21 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
             };
             let status = match &plan.base {
                 Some(given) => {
-                    copy_base(given, &chroot)?;
+                    copy_base(given, chroot)?;
                     "ok (given)"
                 }
                 None => match base::provide(
                     &spec,
                     plan.cache_dir.as_deref(),
-                    &chroot,
-                    &work.join("logs/00-base.log"),
+                    chroot,
+                    &workspace.log("00-base.log"),
                     reporter,
                 )? {
                     base::BaseSource::Cache(_) => "ok (cache)",
                     base::BaseSource::Bootstrapped(_) => "ok",
                 },
             };
-            std::fs::write(work.join(BASE_DONE), b"")?;
+            workspace.mark_base_done()?;
             report.add("00-base", started.elapsed(), status);
         }
         let run = RunPlan {
@@ -146,23 +134,14 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
         };
         run_stages(&run, reporter, &mut report)?;
         let started = Instant::now();
-        crate::chroot::policy_rc::remove_stale(&chroot)?;
-        write_os_image(&chroot, &plan.output, plan.compression, reporter)?;
+        crate::chroot::policy_rc::remove_stale(chroot)?;
+        write_os_image(chroot, &plan.output, plan.compression, reporter)?;
         report.add("archive", started.elapsed(), "ok");
         Ok(())
     })();
     print!("{}", report.render());
     result?;
     println!("wrote {}", plan.output.display());
-    Ok(())
-}
-
-fn prepare_fresh(work: &Path) -> Result<()> {
-    for dir in ["chroot", "logs", "settings"] {
-        crate::fsutil::remove_tree(&work.join(dir))?;
-    }
-    let _ = std::fs::remove_file(work.join(BASE_DONE));
-    std::fs::create_dir_all(work.join("logs"))?;
     Ok(())
 }
 

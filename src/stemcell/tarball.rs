@@ -1,0 +1,53 @@
+//! The stemcell tarball: its members in the order BOSH expects, gzip (directors read gzip only),
+//! written under a temporary name and renamed when complete.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use gzp::deflate::Gzip;
+use gzp::par::compress::ParCompressBuilder;
+use gzp::ZWriter;
+
+use crate::output::PendingOutput;
+
+/// The members of a stemcell, in order.
+pub const MEMBERS: [&str; 6] =
+    ["stemcell.MF", "packages.txt", "dev_tools_file_list.txt", "image", "sbom.spdx.json", "sbom.cdx.json"];
+
+fn mtime() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+/// A gzip tar of `files` (name in the archive, path on disk), in the given order.
+pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> {
+    let pending = PendingOutput::new(output)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let gzip = ParCompressBuilder::<Gzip>::new()
+        .num_threads(threads)
+        .map_err(|e| anyhow!("gzip threads: {e}"))?
+        .compression_level(flate2::Compression::new(6))
+        .from_writer(BufWriter::with_capacity(1 << 20, pending.file()?));
+    let mut tar = tar::Builder::new(gzip);
+    let time = mtime();
+    for (name, path) in files {
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.metadata()?.len());
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(time);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, &mut file)
+            .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
+    }
+    let mut gzip = tar.into_inner().map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
+    gzip.flush()?;
+    gzip.finish().map_err(|e| crate::fsutil::explain_disk_full(anyhow!("finishing {}: {e}", output.display()), output))?;
+    pending.commit()
+}
