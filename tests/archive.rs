@@ -450,6 +450,7 @@ fn unpack_refuses_a_non_empty_target() {
 }
 
 /// Runs `pack` and returns its own peak RSS in KiB (wait4 reports it for that child alone).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do
 fn pack_peak_rss(tree: &Path, out: &Path, compression: &str) -> i64 {
     let child = Command::new(support::bin())
         .arg("pack")
@@ -465,7 +466,10 @@ fn pack_peak_rss(tree: &Path, out: &Path, compression: &str) -> i64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "pack failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "pack failed"
+    );
     usage.ru_maxrss
 }
 
@@ -494,12 +498,23 @@ fn peak_memory_does_not_follow_the_tree_size() {
     noise_tree(&small, 6, 7);
     noise_tree(&big, 18, 11);
     for compression in ["gzip", "zstd"] {
-        let small_rss = pack_peak_rss(&small, &dir.path().join(format!("s-{compression}")), compression);
-        let big_rss = pack_peak_rss(&big, &dir.path().join(format!("b-{compression}")), compression);
+        let small_rss = pack_peak_rss(
+            &small,
+            &dir.path().join(format!("s-{compression}")),
+            compression,
+        );
+        let big_rss = pack_peak_rss(
+            &big,
+            &dir.path().join(format!("b-{compression}")),
+            compression,
+        );
         assert!(
             big_rss < small_rss + 16 * 1024,
             "{compression}: peak RSS grew from {small_rss} KiB to {big_rss} KiB with a 3x larger tree"
         );
-        assert!(big_rss < 160 * 1024, "{compression}: peak RSS {big_rss} KiB");
+        assert!(
+            big_rss < 160 * 1024,
+            "{compression}: peak RSS {big_rss} KiB"
+        );
     }
 }

@@ -21,28 +21,10 @@ struct Built {
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let image = dir.join("os-image.tgz");
-        let out = Command::new(support::bin())
-            .arg("build-os-image")
-            .arg("--work-dir")
-            .arg(dir.join("work"))
-            .arg("--output")
-            .arg(&image)
-            .current_dir(support::repo())
-            .env_remove("resume_from")
-            .env_remove("OS_NAME")
-            .env_remove("OS_VERSION")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build-os-image failed:\n{}",
-            text(&out.stderr)
-        );
+        let (image, report) = support::default_os_image();
+        let dir = image.parent().unwrap().to_path_buf();
         let root = dir.join("root");
+        let _ = fs::remove_dir_all(&root);
         let unpack = Command::new(support::bin())
             .arg("unpack")
             .arg(&image)
@@ -54,7 +36,7 @@ fn built() -> &'static Built {
         Built {
             root,
             image,
-            report: text(&out.stdout),
+            report,
         }
     })
 }

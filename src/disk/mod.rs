@@ -151,7 +151,7 @@ struct Mounted(PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = nix::unistd::sync();
+        nix::unistd::sync();
         let _ = umount2(&self.0, MntFlags::MNT_DETACH);
     }
 }
@@ -209,11 +209,14 @@ fn install_grub(root: &Path, disk: &Path) -> Result<()> {
         "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} && update-grub",
         disk = disk.display()
     );
-    let out = Command::new(exe)
+    let mut command = Command::new(exe);
+    // If we are killed, GRUB's chroot (and its hold on our mount) must go too.
+    crate::sandbox::die_with_parent(&mut command);
+    let out = command
         .arg("chroot-exec")
         .arg("--host-dev")
         .arg(root)
-        .args(["--", "/bin/bash", "-ec", &script])
+        .args(["--", "/bin/sh", "-ec", &script])
         .output()
         .context("running chroot-exec for GRUB")?;
     if !out.status.success() {

@@ -46,16 +46,44 @@ pub struct Target {
 }
 
 pub const TARGETS: &[Target] = &[
-    Target { iaas: "warden", hypervisor: "boshlite", default_format: ImageFormat::Files },
-    Target { iaas: "openstack", hypervisor: "kvm", default_format: ImageFormat::Qcow2 },
-    Target { iaas: "aws", hypervisor: "xen-hvm", default_format: ImageFormat::Raw },
-    Target { iaas: "vsphere", hypervisor: "esxi", default_format: ImageFormat::Ovf },
-    Target { iaas: "google", hypervisor: "kvm", default_format: ImageFormat::Raw },
-    Target { iaas: "azure", hypervisor: "hyperv", default_format: ImageFormat::Vhd },
+    Target {
+        iaas: "warden",
+        hypervisor: "boshlite",
+        default_format: ImageFormat::Files,
+    },
+    Target {
+        iaas: "openstack",
+        hypervisor: "kvm",
+        default_format: ImageFormat::Qcow2,
+    },
+    Target {
+        iaas: "aws",
+        hypervisor: "xen-hvm",
+        default_format: ImageFormat::Raw,
+    },
+    Target {
+        iaas: "vsphere",
+        hypervisor: "esxi",
+        default_format: ImageFormat::Ovf,
+    },
+    Target {
+        iaas: "google",
+        hypervisor: "kvm",
+        default_format: ImageFormat::Raw,
+    },
+    Target {
+        iaas: "azure",
+        hypervisor: "hyperv",
+        default_format: ImageFormat::Vhd,
+    },
 ];
 
 fn valid_pairs() -> String {
-    TARGETS.iter().map(|t| format!("{}/{}", t.iaas, t.hypervisor)).collect::<Vec<_>>().join(", ")
+    TARGETS
+        .iter()
+        .map(|t| format!("{}/{}", t.iaas, t.hypervisor))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The target for `iaas` and `hypervisor` (default: the IaaS's only hypervisor).
@@ -85,7 +113,11 @@ impl Target {
                 self.iaas,
                 self.hypervisor,
                 self.iaas,
-                if containers { "files" } else { "raw, qcow2, ovf or vhd" }
+                if containers {
+                    "files"
+                } else {
+                    "raw, qcow2, ovf or vhd"
+                }
             );
         }
         Ok(format)
@@ -116,15 +148,29 @@ mod tests {
     #[test]
     fn pairs_defaults_and_errors() {
         assert_eq!(resolve("openstack", None).unwrap().hypervisor, "kvm");
-        assert_eq!(resolve("aws", Some("xen-hvm")).unwrap().default_format, ImageFormat::Raw);
+        assert_eq!(
+            resolve("aws", Some("xen-hvm")).unwrap().default_format,
+            ImageFormat::Raw
+        );
         let err = resolve("openstack", Some("esxi")).unwrap_err().to_string();
-        assert!(err.contains("warden/boshlite") && err.contains("azure/hyperv"), "{err}");
+        assert!(
+            err.contains("warden/boshlite") && err.contains("azure/hyperv"),
+            "{err}"
+        );
         let warden = resolve("warden", None).unwrap();
         assert!(warden.format(Some(ImageFormat::Raw)).is_err());
         let openstack = resolve("openstack", None).unwrap();
-        assert_eq!(openstack.format(Some(ImageFormat::Raw)).unwrap(), ImageFormat::Raw);
+        assert_eq!(
+            openstack.format(Some(ImageFormat::Raw)).unwrap(),
+            ImageFormat::Raw
+        );
         assert!(openstack.format(Some(ImageFormat::Files)).is_err());
-        assert_eq!(resolve("google", None).unwrap().stemcell_format(ImageFormat::Raw), "google-rawdisk");
+        assert_eq!(
+            resolve("google", None)
+                .unwrap()
+                .stemcell_format(ImageFormat::Raw),
+            "google-rawdisk"
+        );
         assert_eq!(warden.stemcell_format(ImageFormat::Files), "warden-tar");
     }
 }

@@ -20,8 +20,11 @@ pub struct Inspection {
 }
 
 fn open(path: &Path) -> Result<tar::Archive<flate2::read::MultiGzDecoder<BufReader<File>>>> {
-    let file = File::open(path).with_context(|| format!("cannot open stemcell {}", path.display()))?;
-    Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+    let file =
+        File::open(path).with_context(|| format!("cannot open stemcell {}", path.display()))?;
+    Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        BufReader::new(file),
+    )))
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
@@ -31,9 +34,16 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let mut image_sha1 = String::new();
     let mut packages = 0;
     let mut archive = open(path)?;
-    for entry in archive.entries().map_err(|e| broken(format!("not a gzip tar ({e})")))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| broken(format!("not a gzip tar ({e})")))?
+    {
         let mut entry = entry.map_err(|e| broken(format!("unreadable ({e})")))?;
-        let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        let name = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         match name.as_str() {
             "stemcell.MF" => {
                 entry.read_to_string(&mut manifest_text)?;
@@ -51,8 +61,8 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             "sbom.spdx.json" | "sbom.cdx.json" => {
                 let mut text = String::new();
                 entry.read_to_string(&mut text)?;
-                let doc: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| broken(format!("{name} is not JSON ({e})")))?;
+                let doc: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| broken(format!("{name} is not JSON ({e})")))?;
                 let ok = if name == "sbom.spdx.json" {
                     doc["spdxVersion"] == "SPDX-2.3"
                 } else {
@@ -67,28 +77,50 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         names.push(name);
     }
     if names != MEMBERS {
-        bail!(broken(format!("members are [{}], expected [{}] in that order", names.join(", "), MEMBERS.join(", "))));
+        bail!(broken(format!(
+            "members are [{}], expected [{}] in that order",
+            names.join(", "),
+            MEMBERS.join(", ")
+        )));
     }
-    let manifest: StemcellManifest =
-        serde_yaml_ng::from_str(&manifest_text).map_err(|e| broken(format!("stemcell.MF is malformed ({e})")))?;
+    let manifest: StemcellManifest = serde_yaml_ng::from_str(&manifest_text)
+        .map_err(|e| broken(format!("stemcell.MF is malformed ({e})")))?;
     let problems = manifest.problems();
     if !problems.is_empty() {
         bail!(broken(format!("stemcell.MF: {}", problems.join("; "))));
     }
     if manifest.sha1 != image_sha1 {
-        bail!(broken(format!("stemcell.MF says sha1 {} but image has {image_sha1}", manifest.sha1)));
+        bail!(broken(format!(
+            "stemcell.MF says sha1 {} but image has {image_sha1}",
+            manifest.sha1
+        )));
     }
     let image_files = image_listing(path)?;
     let expected = expected_image_files(&manifest);
-    if let Some(missing) = expected.iter().find(|f| !image_files.iter().any(|n| n == *f)) {
-        bail!(broken(format!("image has no {missing} (format {})", manifest.stemcell_formats.join(", "))));
+    if let Some(missing) = expected
+        .iter()
+        .find(|f| !image_files.iter().any(|n| n == *f))
+    {
+        bail!(broken(format!(
+            "image has no {missing} (format {})",
+            manifest.stemcell_formats.join(", ")
+        )));
     }
-    Ok(Inspection { manifest, manifest_text, image_files, packages })
+    Ok(Inspection {
+        manifest,
+        manifest_text,
+        image_files,
+        packages,
+    })
 }
 
 /// What `image` must contain for the manifest's format.
 fn expected_image_files(manifest: &StemcellManifest) -> Vec<&'static str> {
-    let format = manifest.stemcell_formats.first().map(String::as_str).unwrap_or("");
+    let format = manifest
+        .stemcell_formats
+        .first()
+        .map(String::as_str)
+        .unwrap_or("");
     match format.rsplit('-').next().unwrap_or("") {
         "tar" | "files" => vec!["./etc/os-release"],
         "rawdisk" => vec!["disk.raw"],
@@ -107,8 +139,12 @@ fn image_listing(path: &Path) -> Result<Vec<String>> {
         if entry.path()?.to_string_lossy().trim_start_matches("./") == "image" {
             let mut inner = tar::Archive::new(flate2::read::MultiGzDecoder::new(entry));
             let mut names = vec![];
-            for item in inner.entries().with_context(|| format!("{}: image is not a gzip tar", path.display()))? {
-                let item = item.with_context(|| format!("{}: image is truncated", path.display()))?;
+            for item in inner
+                .entries()
+                .with_context(|| format!("{}: image is not a gzip tar", path.display()))?
+            {
+                let item =
+                    item.with_context(|| format!("{}: image is truncated", path.display()))?;
                 names.push(String::from_utf8_lossy(&item.path_bytes()).into_owned());
             }
             return Ok(names);

@@ -51,7 +51,12 @@ impl StemcellManifest {
 
     pub fn new(input: &ManifestInput) -> Self {
         use serde_yaml_ng::Value;
-        let name = Self::name_for(input.iaas, input.hypervisor, input.os_name, input.os_version);
+        let name = Self::name_for(
+            input.iaas,
+            input.hypervisor,
+            input.os_name,
+            input.os_version,
+        );
         let architecture = match input.arch {
             "amd64" => "x86_64",
             "arm64" => "aarch64",
@@ -99,7 +104,10 @@ impl StemcellManifest {
     pub fn problems(&self) -> Vec<String> {
         let mut out = vec![];
         if self.bosh_protocol != 1 {
-            out.push(format!("bosh_protocol is {}, expected 1", self.bosh_protocol));
+            out.push(format!(
+                "bosh_protocol is {}, expected 1",
+                self.bosh_protocol
+            ));
         }
         if self.api_version != 3 {
             out.push(format!("api_version is {}, expected 3", self.api_version));
@@ -139,7 +147,10 @@ mod tests {
         });
         assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
         let yaml = manifest.to_yaml().unwrap();
-        assert!(yaml.contains("version: '1.2'") || yaml.contains("version: \"1.2\""), "version stays a string: {yaml}");
+        assert!(
+            yaml.contains("version: '1.2'") || yaml.contains("version: \"1.2\""),
+            "version stays a string: {yaml}"
+        );
         assert!(yaml.contains("root_device_name: /dev/sda1"), "{yaml}");
         let back: StemcellManifest = serde_yaml_ng::from_str(&yaml).unwrap();
         assert_eq!(back, manifest);

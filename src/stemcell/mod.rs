@@ -63,16 +63,25 @@ pub struct StemcellPlan {
 
 impl StemcellPlan {
     pub fn collection_name(&self) -> String {
-        self.collection.clone().unwrap_or_else(|| format!("stemcell-{}", self.target.iaas))
+        self.collection
+            .clone()
+            .unwrap_or_else(|| format!("stemcell-{}", self.target.iaas))
     }
 
     pub fn stages(&self) -> Result<Vec<Stage>> {
-        Ok(collections::load_collection(&self.stages_dir, &self.collection_name())?)
+        Ok(collections::load_collection(
+            &self.stages_dir,
+            &self.collection_name(),
+        )?)
     }
 
     /// `bosh-stemcell-VERSION-IAAS-HYPERVISOR-OSNAME-OSVERSION-go_agent[-FORMAT].tgz`
     pub fn file_name(&self, os_name: &str, os_version: &str) -> String {
-        let suffix = if self.format == self.target.default_format { String::new() } else { format!("-{}", self.format.name()) };
+        let suffix = if self.format == self.target.default_format {
+            String::new()
+        } else {
+            format!("-{}", self.format.name())
+        };
         format!(
             "bosh-stemcell-{}-{}-{}-{os_name}-{os_version}-go_agent{suffix}.tgz",
             self.version, self.target.iaas, self.target.hypervisor
@@ -83,9 +92,13 @@ impl StemcellPlan {
 /// What the image's /etc/os-release says: (`debian`, `trixie`).
 pub fn os_release(root: &Path) -> Result<(String, String)> {
     let path = root.join("etc/os-release");
-    let path = if path.exists() { path } else { root.join("usr/lib/os-release") };
+    let path = if path.exists() {
+        path
+    } else {
+        root.join("usr/lib/os-release")
+    };
     let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("the OS image has no /etc/os-release: pass --os NAME-VERSION"))?;
+        .context("the OS image has no /etc/os-release: pass --os NAME-VERSION")?;
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -94,25 +107,47 @@ pub fn os_release(root: &Path) -> Result<(String, String)> {
     };
     match (field("ID"), field("VERSION_CODENAME")) {
         (Some(id), Some(codename)) => Ok((id, codename)),
-        _ => bail!("{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION", path.display()),
+        _ => bail!(
+            "{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION",
+            path.display()
+        ),
     }
 }
 
 fn check_inputs(plan: &StemcellPlan) -> Result<()> {
-    if plan.version.trim().is_empty() || plan.version.contains('/') || plan.version.contains(char::is_whitespace) {
-        bail!("--version '{}' is not a stemcell version: use something like 1.2 or 1.2.3", plan.version);
+    if plan.version.trim().is_empty()
+        || plan.version.contains('/')
+        || plan.version.contains(char::is_whitespace)
+    {
+        bail!(
+            "--version '{}' is not a stemcell version: use something like 1.2 or 1.2.3",
+            plan.version
+        );
     }
-    let agent = std::fs::metadata(&plan.agent)
-        .with_context(|| format!("agent {} does not exist: pass the bosh-agent binary with --agent", plan.agent.display()))?;
+    let agent = std::fs::metadata(&plan.agent).with_context(|| {
+        format!(
+            "agent {} does not exist: pass the bosh-agent binary with --agent",
+            plan.agent.display()
+        )
+    })?;
     if !agent.is_file() || agent.permissions().mode() & 0o111 == 0 {
-        bail!("agent {} is not an executable file: chmod +x it or pass the bosh-agent binary", plan.agent.display());
+        bail!(
+            "agent {} is not an executable file: chmod +x it or pass the bosh-agent binary",
+            plan.agent.display()
+        );
     }
     if !plan.output_dir.is_dir() {
-        bail!("output directory {} does not exist: create it or pass another --output-dir", plan.output_dir.display());
+        bail!(
+            "output directory {} does not exist: create it or pass another --output-dir",
+            plan.output_dir.display()
+        );
     }
     if let OsImageSource::Local(path) = &plan.os_image {
         if !path.is_file() {
-            bail!("OS image {} does not exist: build one with build-os-image or pass s3://BUCKET/KEY", path.display());
+            bail!(
+                "OS image {} does not exist: build one with build-os-image or pass s3://BUCKET/KEY",
+                path.display()
+            );
         }
     }
     if let Some(os) = &plan.os {
@@ -147,12 +182,21 @@ pub fn build(plan: &StemcellPlan, reporter: &Reporter) -> Result<PathBuf> {
             let unpacked = archive::unpack(&image, &workspace.chroot, &UnpackOptions::default())?;
             step.finish(&format!("{} entries", unpacked.entries), started.elapsed());
             workspace.mark_base_done()?;
-            report.add("00-os-image", started.elapsed(), if unpacked.checksum_verified { "ok (sha256 verified)" } else { "ok" });
+            report.add(
+                "00-os-image",
+                started.elapsed(),
+                if unpacked.checksum_verified {
+                    "ok (sha256 verified)"
+                } else {
+                    "ok"
+                },
+            );
         }
         // The agent is (re)copied on resume too: fixing the agent is a reason to resume.
         std::fs::create_dir_all(&inputs)?;
         let agent = inputs.join("bosh-agent");
-        std::fs::copy(&plan.agent, &agent).with_context(|| format!("copying agent {}", plan.agent.display()))?;
+        std::fs::copy(&plan.agent, &agent)
+            .with_context(|| format!("copying agent {}", plan.agent.display()))?;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
 
         let (os_name, os_version) = match &plan.os {
@@ -174,10 +218,23 @@ pub fn build(plan: &StemcellPlan, reporter: &Reporter) -> Result<PathBuf> {
         settings.set("stemcell_infrastructure", plan.target.iaas)?;
         settings.set("stemcell_hypervisor", plan.target.hypervisor)?;
         settings.set("stemcell_version", &plan.version)?;
-        settings.set("stemcell_name", StemcellManifest::name_for(plan.target.iaas, plan.target.hypervisor, &os_name, &os_version))?;
+        settings.set(
+            "stemcell_name",
+            StemcellManifest::name_for(
+                plan.target.iaas,
+                plan.target.hypervisor,
+                &os_name,
+                &os_version,
+            ),
+        )?;
         settings.set("image_format", plan.format.name())?;
         settings.set("disk_dir", disk_dir.display().to_string())?;
-        settings.set("disk_size_mib", plan.disk_size_mib.map(|m| m.to_string()).unwrap_or_default())?;
+        settings.set(
+            "disk_size_mib",
+            plan.disk_size_mib
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        )?;
         settings.set("agent_binary", agent.display().to_string())?;
         settings.apply_overrides(&plan.overrides)?;
         if plan.resume_from.is_none() {
@@ -197,7 +254,15 @@ pub fn build(plan: &StemcellPlan, reporter: &Reporter) -> Result<PathBuf> {
 
         let started = Instant::now();
         crate::chroot::policy_rc::remove_stale(&workspace.chroot)?;
-        let output = package(plan, &workspace, &os_name, &os_version, &arch, &disk_dir, reporter)?;
+        let output = package(
+            plan,
+            &workspace,
+            &os_name,
+            &os_version,
+            &arch,
+            &disk_dir,
+            reporter,
+        )?;
         report.add("package", started.elapsed(), "ok");
         Ok(output)
     })();
@@ -212,7 +277,8 @@ fn fetch_os_image(plan: &StemcellPlan, inputs: &Path, reporter: &Reporter) -> Re
         OsImageSource::Local(path) => Ok(path.clone()),
         OsImageSource::S3(url, options) => {
             let local = inputs.join("os-image.tgz");
-            let mut download = crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());
+            let mut download =
+                crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());
             download.if_changed = true;
             crate::s3::download::download(&download, reporter)?;
             Ok(local)
@@ -265,29 +331,62 @@ fn package(
                     );
                 }
                 // GCE imports a tarball holding disk.raw.
-                let inner = if plan.target.iaas == "google" && *name == "root.img" { "disk.raw" } else { name };
+                let inner = if plan.target.iaas == "google" && *name == "root.img" {
+                    "disk.raw"
+                } else {
+                    name
+                };
                 members.push((inner.to_string(), path));
             }
             let step = reporter.step("image");
             let started = Instant::now();
             tarball::write_tgz(&image, &members)?;
-            step.finish(&format!("{:?}", members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>()), started.elapsed());
+            step.finish(
+                &format!(
+                    "{:?}",
+                    members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>()
+                ),
+                started.elapsed(),
+            );
             virtual_size_mib(&members.last().expect("a disk file").1)?
         }
     };
 
     let packages = crate::packages::installed(chroot)?;
-    std::fs::write(staging.join("packages.txt"), crate::packages::render(&packages))?;
+    std::fs::write(
+        staging.join("packages.txt"),
+        crate::packages::render(&packages),
+    )?;
     let dev_tools = chroot.join("var/vcap/bosh/etc/dev_tools_file_list");
     if !dev_tools.exists() {
-        bail!("{} is missing: the dev_tools_config stage must run before packaging", dev_tools.display());
+        bail!(
+            "{} is missing: the dev_tools_config stage must run before packaging",
+            dev_tools.display()
+        );
     }
     std::fs::copy(&dev_tools, staging.join("dev_tools_file_list.txt"))?;
 
-    let name = StemcellManifest::name_for(plan.target.iaas, plan.target.hypervisor, os_name, os_version);
-    let subject = sbom::SbomSubject { name: &name, version: &plan.version, os_name, os_version, packages: &packages };
-    std::fs::write(staging.join("sbom.spdx.json"), serde_json::to_vec_pretty(&sbom::spdx(&subject))?)?;
-    std::fs::write(staging.join("sbom.cdx.json"), serde_json::to_vec_pretty(&sbom::cyclonedx(&subject))?)?;
+    let name = StemcellManifest::name_for(
+        plan.target.iaas,
+        plan.target.hypervisor,
+        os_name,
+        os_version,
+    );
+    let subject = sbom::SbomSubject {
+        name: &name,
+        version: &plan.version,
+        os_name,
+        os_version,
+        packages: &packages,
+    };
+    std::fs::write(
+        staging.join("sbom.spdx.json"),
+        serde_json::to_vec_pretty(&sbom::spdx(&subject))?,
+    )?;
+    std::fs::write(
+        staging.join("sbom.cdx.json"),
+        serde_json::to_vec_pretty(&sbom::cyclonedx(&subject))?,
+    )?;
 
     let manifest = StemcellManifest::new(&ManifestInput {
         iaas: plan.target.iaas,
@@ -304,7 +403,10 @@ fn package(
     std::fs::write(staging.join("stemcell.MF"), manifest.to_yaml()?)?;
 
     let output = plan.output_dir.join(plan.file_name(os_name, os_version));
-    let members: Vec<(String, PathBuf)> = tarball::MEMBERS.iter().map(|m| (m.to_string(), staging.join(m))).collect();
+    let members: Vec<(String, PathBuf)> = tarball::MEMBERS
+        .iter()
+        .map(|m| (m.to_string(), staging.join(m)))
+        .collect();
     let step = reporter.step(&format!("stemcell {}", output.display()));
     let started = Instant::now();
     let written = tarball::write_tgz(&output, &members)?;
@@ -320,9 +422,18 @@ fn sha1_file(path: &Path) -> Result<String> {
 }
 
 fn tree_mib(root: &Path) -> u64 {
-    let out = std::process::Command::new("du").args(["-s", "-B1M"]).arg(root).output().ok();
-    out.and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
+    let out = std::process::Command::new("du")
+        .args(["-s", "-B1M"])
+        .arg(root)
+        .output()
+        .ok();
+    out.and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+    })
+    .unwrap_or(0)
 }
 
 /// The disk's size as the VM sees it (qcow2 and vmdk files are smaller than the disk).
@@ -333,9 +444,15 @@ fn virtual_size_mib(file: &Path) -> Result<u64> {
         .output()
         .context("running qemu-img info (apt-get install -y qemu-utils)")?;
     if !out.status.success() {
-        bail!("qemu-img info {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "qemu-img info {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let info: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let bytes = info["virtual-size"].as_u64().context("qemu-img info reported no virtual-size")?;
+    let bytes = info["virtual-size"]
+        .as_u64()
+        .context("qemu-img info reported no virtual-size")?;
     Ok(bytes.div_ceil(1 << 20))
 }

@@ -25,7 +25,8 @@ fn timestamp() -> String {
         .and_then(|v| v.trim().parse::<i64>().ok())
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     now.format(&format).expect("a UTC time formats")
 }
 
@@ -44,14 +45,23 @@ fn content_uuid(subject: &SbomSubject, kind: &str) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex = hex::encode(bytes);
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// purl components are percent-encoded except for unreserved characters.
 fn purl_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -73,7 +83,13 @@ fn spdx_id(index: usize, package: &InstalledPackage) -> String {
     let clean: String = package
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("SPDXRef-deb-{index}-{clean}")
 }
@@ -193,23 +209,50 @@ mod tests {
 
     fn packages() -> Vec<InstalledPackage> {
         vec![
-            InstalledPackage { name: "libstdc++6".into(), version: "14.2.0-19".into(), arch: "amd64".into() },
-            InstalledPackage { name: "sudo".into(), version: "1:1.9.16p2-3".into(), arch: "amd64".into() },
+            InstalledPackage {
+                name: "libstdc++6".into(),
+                version: "14.2.0-19".into(),
+                arch: "amd64".into(),
+            },
+            InstalledPackage {
+                name: "sudo".into(),
+                version: "1:1.9.16p2-3".into(),
+                arch: "amd64".into(),
+            },
         ]
     }
 
     #[test]
     fn purls_are_encoded_and_ids_are_valid() {
         let pkgs = packages();
-        let subject = SbomSubject { name: "s", version: "1", os_name: "debian", os_version: "trixie", packages: &pkgs };
-        assert_eq!(purl(&pkgs[0], &subject), "pkg:deb/debian/libstdc%2B%2B6@14.2.0-19?arch=amd64&distro=debian-trixie");
-        assert_eq!(purl(&pkgs[1], &subject), "pkg:deb/debian/sudo@1%3A1.9.16p2-3?arch=amd64&distro=debian-trixie");
+        let subject = SbomSubject {
+            name: "s",
+            version: "1",
+            os_name: "debian",
+            os_version: "trixie",
+            packages: &pkgs,
+        };
+        assert_eq!(
+            purl(&pkgs[0], &subject),
+            "pkg:deb/debian/libstdc%2B%2B6@14.2.0-19?arch=amd64&distro=debian-trixie"
+        );
+        assert_eq!(
+            purl(&pkgs[1], &subject),
+            "pkg:deb/debian/sudo@1%3A1.9.16p2-3?arch=amd64&distro=debian-trixie"
+        );
         let doc = spdx(&subject);
         assert_eq!(doc["packages"][1]["SPDXID"], "SPDXRef-deb-0-libstdc--6");
         assert_eq!(doc["packages"].as_array().unwrap().len(), 3);
-        assert_eq!(spdx(&subject)["documentNamespace"], doc["documentNamespace"], "deterministic");
+        assert_eq!(
+            spdx(&subject)["documentNamespace"],
+            doc["documentNamespace"],
+            "deterministic"
+        );
         let bom = cyclonedx(&subject);
         assert_eq!(bom["components"].as_array().unwrap().len(), 2);
-        assert!(bom["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
+        assert!(bom["serialNumber"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:"));
     }
 }

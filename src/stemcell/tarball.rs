@@ -13,20 +13,33 @@ use gzp::ZWriter;
 use crate::output::PendingOutput;
 
 /// The members of a stemcell, in order.
-pub const MEMBERS: [&str; 6] =
-    ["stemcell.MF", "packages.txt", "dev_tools_file_list.txt", "image", "sbom.spdx.json", "sbom.cdx.json"];
+pub const MEMBERS: [&str; 6] = [
+    "stemcell.MF",
+    "packages.txt",
+    "dev_tools_file_list.txt",
+    "image",
+    "sbom.spdx.json",
+    "sbom.cdx.json",
+];
 
 fn mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
 }
 
 /// A gzip tar of `files` (name in the archive, path on disk), in the given order.
 pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> {
     let pending = PendingOutput::new(output)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let gzip = ParCompressBuilder::<Gzip>::new()
         .num_threads(threads)
         .map_err(|e| anyhow!("gzip threads: {e}"))?
@@ -46,8 +59,12 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
         tar.append_data(&mut header, name, &mut file)
             .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
     }
-    let mut gzip = tar.into_inner().map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
+    let mut gzip = tar
+        .into_inner()
+        .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
     gzip.flush()?;
-    gzip.finish().map_err(|e| crate::fsutil::explain_disk_full(anyhow!("finishing {}: {e}", output.display()), output))?;
+    gzip.finish().map_err(|e| {
+        crate::fsutil::explain_disk_full(anyhow!("finishing {}: {e}", output.display()), output)
+    })?;
     pending.commit()
 }

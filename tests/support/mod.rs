@@ -184,3 +184,41 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// The default OS image (debian-trixie, the real stages), built once per test run and shared by
+/// the test binaries that need one: reused when it is newer than the binary under test.
+pub fn default_os_image() -> (PathBuf, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
+    let image = dir.join("os-image.tgz");
+    let report = dir.join("build-report.txt");
+    let fresh = |p: &Path| {
+        let (Ok(a), Ok(b)) = (fs::metadata(p), fs::metadata(bin())) else {
+            return false;
+        };
+        a.modified().unwrap() > b.modified().unwrap()
+    };
+    if fresh(&image) && report.exists() {
+        return (image, fs::read_to_string(&report).unwrap());
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(bin())
+        .arg("build-os-image")
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .arg("--output")
+        .arg(&image)
+        .current_dir(repo())
+        .env_remove("resume_from")
+        .env_remove("OS_NAME")
+        .env_remove("OS_VERSION")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-os-image failed:\n{}",
+        text(&out.stderr)
+    );
+    fs::write(&report, &out.stdout).unwrap();
+    (image, text(&out.stdout))
+}

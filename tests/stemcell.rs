@@ -1,0 +1,665 @@
+//! build-stemcell from the default OS image: the warden stemcell's tree with the agent wired,
+//! the openstack qcow2 booted in qemu (no KVM, serial console) to multi-user, the manifest and
+//! member order, SBOMs checked by the ecosystem's validators, inspect on good and broken
+//! stemcells, an OS image from S3, and the input errors.
+
+mod support;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::s3_server::S3Server;
+use support::text;
+
+struct Built {
+    dir: PathBuf,
+    warden: PathBuf,
+    openstack: PathBuf,
+}
+
+fn agent(dir: &Path) -> PathBuf {
+    let agent = dir.join("fake-bosh-agent");
+    // Any executable stands in for the agent; it stays up like the real one.
+    fs::write(&agent, "#!/bin/sh\n# test agent\nexec sleep infinity\n").unwrap();
+    fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    agent
+}
+
+fn build_stemcell(dir: &Path, os_image: &str, iaas: &str, extra: &[&str]) -> std::process::Output {
+    let out_dir = dir.join(format!("out-{iaas}"));
+    fs::create_dir_all(&out_dir).unwrap();
+    Command::new(support::bin())
+        .args([
+            "build-stemcell",
+            "--os-image",
+            os_image,
+            "--iaas",
+            iaas,
+            "--version",
+            "1.2",
+            "--agent",
+        ])
+        .arg(agent(dir))
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--work-dir")
+        .arg(dir.join(format!("work-{iaas}")))
+        .args(extra)
+        .current_dir(support::repo())
+        .env_remove("resume_from")
+        .env_remove("IAAS")
+        .env_remove("HYPERVISOR")
+        .env_remove("OS_NAME")
+        .env_remove("OS_VERSION")
+        .output()
+        .unwrap()
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (image, _) = support::default_os_image();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stemcell-e2e");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let image = image.to_str().unwrap();
+        let out = build_stemcell(&dir, image, "warden", &[]);
+        assert!(out.status.success(), "warden: {}", text(&out.stderr));
+        let out = build_stemcell(&dir, image, "openstack", &["--hypervisor", "kvm"]);
+        assert!(out.status.success(), "openstack: {}", text(&out.stderr));
+        Built {
+            warden: dir
+                .join("out-warden/bosh-stemcell-1.2-warden-boshlite-debian-trixie-go_agent.tgz"),
+            openstack: dir
+                .join("out-openstack/bosh-stemcell-1.2-openstack-kvm-debian-trixie-go_agent.tgz"),
+            dir,
+        }
+    })
+}
+
+/// Extracts one member of a stemcell into `dir`.
+fn member(stemcell: &Path, name: &str, dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(stemcell)
+        .arg("-C")
+        .arg(dir)
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir.join(name)
+}
+
+fn inspect(stemcell: &Path) -> std::process::Output {
+    Command::new(support::bin())
+        .arg("inspect")
+        .arg(stemcell)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn members_in_order_and_manifest() {
+    for (stemcell, format, disk_format) in [
+        (&built().warden, "warden-tar", "files"),
+        (&built().openstack, "openstack-qcow2", "qcow2"),
+    ] {
+        let listing = Command::new("tar")
+            .arg("-tzf")
+            .arg(stemcell)
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&listing.stdout).lines().collect::<Vec<_>>(),
+            [
+                "stemcell.MF",
+                "packages.txt",
+                "dev_tools_file_list.txt",
+                "image",
+                "sbom.spdx.json",
+                "sbom.cdx.json"
+            ]
+        );
+        let out = inspect(stemcell);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text(&out.stdout)).unwrap();
+        assert_eq!(manifest["bosh_protocol"], 1);
+        assert_eq!(manifest["api_version"], 3);
+        assert_eq!(manifest["version"], "1.2");
+        assert_eq!(manifest["operating_system"], "debian-trixie");
+        assert_eq!(manifest["stemcell_formats"][0], format);
+        assert_eq!(manifest["cloud_properties"]["disk_format"], disk_format);
+        for key in [
+            "name",
+            "version",
+            "infrastructure",
+            "hypervisor",
+            "disk",
+            "container_format",
+            "os_type",
+            "os_distro",
+            "architecture",
+        ] {
+            assert!(
+                !manifest["cloud_properties"][key].is_null(),
+                "cloud_properties.{key}"
+            );
+        }
+        // sha1 is the image member's, as stored.
+        let dir = tempfile::tempdir().unwrap();
+        let image = member(stemcell, "image", dir.path());
+        let sha1 = Command::new("sha1sum").arg(&image).output().unwrap();
+        assert_eq!(
+            manifest["sha1"].as_str().unwrap(),
+            text(&sha1.stdout).split_whitespace().next().unwrap()
+        );
+    }
+    let openstack: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text(&inspect(&built().openstack).stdout)).unwrap();
+    assert_eq!(
+        openstack["name"],
+        "bosh-openstack-kvm-debian-trixie-go_agent"
+    );
+    assert_eq!(openstack["cloud_properties"]["auto_disk_config"], true);
+    assert!(openstack["cloud_properties"]["disk"].as_u64().unwrap() >= 2048);
+}
+
+#[test]
+fn warden_image_is_the_tree_with_the_agent_wired() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = member(&built().warden, "image", dir.path());
+    let root = dir.path().join("root");
+    let out = Command::new(support::bin())
+        .arg("unpack")
+        .arg(&image)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let agent = root.join("var/vcap/bosh/bin/bosh-agent");
+    let meta = fs::metadata(&agent).unwrap();
+    assert!(
+        meta.permissions().mode_is_executable(),
+        "agent is executable"
+    );
+    assert_eq!(
+        fs::read_to_string(&agent).unwrap(),
+        "#!/bin/sh\n# test agent\nexec sleep infinity\n"
+    );
+    let run = fs::read_to_string(root.join("etc/sv/bosh-agent/run")).unwrap();
+    assert!(
+        run.contains("exec /var/vcap/bosh/bin/bosh-agent")
+            && run.contains("-C /var/vcap/bosh/agent.json"),
+        "{run}"
+    );
+    assert!(fs::read_to_string(root.join("etc/sv/bosh-agent/log/run"))
+        .unwrap()
+        .contains("svlogd"));
+    // The runit service link, resolved inside the image (its links are absolute).
+    let resolved = Command::new(support::bin())
+        .arg("chroot-exec")
+        .arg(&root)
+        .args([
+            "--",
+            "/usr/bin/readlink",
+            "-f",
+            "/etc/service/bosh-agent/run",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&resolved.stdout).trim(),
+        "/etc/sv/bosh-agent/run",
+        "{}",
+        text(&resolved.stderr)
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.join("var/vcap/bosh/agent.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        settings["Infrastructure"]["Settings"]["Sources"][0]["Type"],
+        "File"
+    );
+    assert!(fs::read_to_string(root.join("var/vcap/bosh/etc/monitrc"))
+        .unwrap()
+        .contains("include /var/vcap/monit/job/*.monitrc"));
+    assert!(fs::read_to_string(root.join("etc/logrotate.d/bosh-agent"))
+        .unwrap()
+        .contains("/var/vcap/sys/log/*/*.log"));
+    assert!(root.join("var/vcap/bosh/etc/dev_tools_file_list").exists());
+    assert!(root
+        .join("var/vcap/bosh/etc/static_libraries_list")
+        .exists());
+    assert!(
+        fs::read_dir(root.join("etc/ssh"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("ssh_host_")),
+        "no host keys"
+    );
+    assert!(
+        fs::read_to_string(root.join("etc/systemd/system/ssh.service.d/10-host-keys.conf"))
+            .unwrap()
+            .contains("ssh-keygen -A")
+    );
+
+    // The dev-tools list member is the image's list.
+    let listed = member(&built().warden, "dev_tools_file_list.txt", dir.path());
+    assert_eq!(
+        fs::read(listed).unwrap(),
+        fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap()
+    );
+}
+
+trait ModeExt {
+    fn mode_is_executable(&self) -> bool;
+}
+
+impl ModeExt for fs::Permissions {
+    fn mode_is_executable(&self) -> bool {
+        std::os::unix::fs::PermissionsExt::mode(self) & 0o111 == 0o111
+    }
+}
+
+#[test]
+fn sboms_pass_the_ecosystem_validators() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = support::repo().join(".ci/venv/bin");
+    assert!(
+        venv.join("pyspdxtools").exists(),
+        "run scripts/install.sh --deps-only (installs spdx-tools)"
+    );
+    for stemcell in [&built().warden, &built().openstack] {
+        let spdx = member(stemcell, "sbom.spdx.json", dir.path());
+        let out = Command::new(venv.join("pyspdxtools"))
+            .arg("--infile")
+            .arg(&spdx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pyspdxtools: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let cdx = member(stemcell, "sbom.cdx.json", dir.path());
+        let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\n\
+                      errors = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
+                      print(errors)\nsys.exit(1 if errors else 0)\n";
+        let out = Command::new(venv.join("python"))
+            .arg("-c")
+            .arg(script)
+            .arg(&cdx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cyclonedx: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        // Both list what packages.txt lists.
+        let packages = fs::read_to_string(member(stemcell, "packages.txt", dir.path()))
+            .unwrap()
+            .lines()
+            .count();
+        let spdx_doc: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&spdx).unwrap()).unwrap();
+        let cdx_doc: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&cdx).unwrap()).unwrap();
+        assert_eq!(
+            spdx_doc["packages"].as_array().unwrap().len(),
+            packages + 1,
+            "packages + the OS itself"
+        );
+        assert_eq!(cdx_doc["components"].as_array().unwrap().len(), packages);
+    }
+    // A validator that accepts anything would prove nothing.
+    let broken = dir.path().join("broken.spdx.json");
+    fs::write(&broken, r#"{"spdxVersion":"SPDX-2.3","SPDXID":"bad id"}"#).unwrap();
+    assert!(!Command::new(venv.join("pyspdxtools"))
+        .arg("--infile")
+        .arg(&broken)
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
+
+#[test]
+fn openstack_qcow2_boots_to_multi_user_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = member(&built().openstack, "image", dir.path());
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(&image)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let disk = dir.path().join("root.img");
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        text(&info.stdout).contains("\"format\": \"qcow2\""),
+        "{}",
+        text(&info.stdout)
+    );
+
+    let console = dir.path().join("console.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-net",
+            "none",
+            "-snapshot",
+        ])
+        .arg("-drive")
+        .arg(format!("file={},format=qcow2,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&console).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Software emulation only: allow generous time, but bounded.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut booted = false;
+    while Instant::now() < deadline {
+        let mut seen = String::new();
+        fs::File::open(&console)
+            .unwrap()
+            .read_to_string(&mut seen)
+            .ok();
+        if seen.contains("Reached target")
+            && seen.contains("Multi-User System")
+            && seen.contains("login:")
+        {
+            booted = true;
+            break;
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            panic!(
+                "qemu exited ({status}) before multi-user:\n{}",
+                tail(&console)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(booted, "no multi-user within 300 s:\n{}", tail(&console));
+    let log = fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        log.contains("bosh-stemcell login:"),
+        "the stemcell's hostname on the console"
+    );
+}
+
+fn tail(path: &Path) -> String {
+    let text = String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned();
+    text.lines()
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn inspect_fails_on_broken_stemcells() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for name in [
+        "stemcell.MF",
+        "packages.txt",
+        "dev_tools_file_list.txt",
+        "image",
+        "sbom.spdx.json",
+        "sbom.cdx.json",
+    ] {
+        member(&built().warden, name, &src);
+    }
+    let repack = |name: &str, members: &[&str]| -> PathBuf {
+        let out = dir.path().join(name);
+        let status = Command::new("tar")
+            .arg("-czf")
+            .arg(&out)
+            .arg("-C")
+            .arg(&src)
+            .args(members)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        out
+    };
+    let all = [
+        "stemcell.MF",
+        "packages.txt",
+        "dev_tools_file_list.txt",
+        "image",
+        "sbom.spdx.json",
+        "sbom.cdx.json",
+    ];
+    let good = repack("good.tgz", &all);
+    assert!(
+        inspect(&good).status.success(),
+        "{}",
+        text(&inspect(&good).stderr)
+    );
+
+    let reordered = repack(
+        "reordered.tgz",
+        &[
+            "packages.txt",
+            "stemcell.MF",
+            "dev_tools_file_list.txt",
+            "image",
+            "sbom.spdx.json",
+            "sbom.cdx.json",
+        ],
+    );
+    let out = inspect(&reordered);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("in that order"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = repack("missing.tgz", &all[..5]);
+    assert!(!inspect(&missing).status.success());
+
+    let manifest = fs::read_to_string(src.join("stemcell.MF")).unwrap();
+    let sha1_line = manifest
+        .lines()
+        .find(|l| l.starts_with("sha1:"))
+        .unwrap()
+        .to_string();
+    fs::write(
+        src.join("stemcell.MF"),
+        manifest.replace(&sha1_line, &format!("sha1: {}", "0".repeat(40))),
+    )
+    .unwrap();
+    let wrong_sha = repack("wrong-sha.tgz", &all);
+    let out = inspect(&wrong_sha);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("sha1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    fs::write(
+        src.join("stemcell.MF"),
+        manifest.replace("api_version: 3", "api_version: 2"),
+    )
+    .unwrap();
+    let out = inspect(&repack("api.tgz", &all));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("api_version"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    fs::write(dir.path().join("garbage.tgz"), b"not a stemcell").unwrap();
+    assert!(!inspect(&dir.path().join("garbage.tgz")).status.success());
+}
+
+#[test]
+fn os_image_from_s3() {
+    let server = S3Server::shared();
+    let (image, _) = support::default_os_image();
+    let out = server
+        .command(&[
+            "upload-os-image",
+            image.to_str().unwrap(),
+            "s3://os-images/stemcell-test/os-image.tgz",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = server
+        .command(&[
+            "build-stemcell",
+            "--os-image",
+            "s3://os-images/stemcell-test/os-image.tgz",
+            "--iaas",
+            "warden",
+            "--version",
+            "7",
+        ])
+        .arg("--agent")
+        .arg(agent(dir.path()))
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stemcell = out_dir.join("bosh-stemcell-7-warden-boshlite-debian-trixie-go_agent.tgz");
+    assert!(inspect(&stemcell).status.success());
+    assert!(
+        text(&out.stdout).contains("ok (sha256 verified)"),
+        "the downloaded image was verified: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn input_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, _) = support::default_os_image();
+    let image = image.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--iaas", "openstack", "--hypervisor", "esxi"], "valid pairs are warden/boshlite, openstack/kvm, aws/xen-hvm, vsphere/esxi, google/kvm, azure/hyperv"),
+        (vec!["--iaas", "warden", "--format", "qcow2"], "format qcow2 does not fit warden/boshlite"),
+        (vec!["--iaas", "warden", "--resume-from", "nope"], "unknown stage 'nope'"),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = Command::new(support::bin());
+        cmd.args([
+            "build-stemcell",
+            "--os-image",
+            image,
+            "--version",
+            "1",
+            "--agent",
+        ])
+        .arg(agent(dir.path()))
+        .arg("--output-dir")
+        .arg(dir.path())
+        .arg("--work-dir")
+        .arg(dir.path().join("w"))
+        .args(&args)
+        .current_dir(support::repo())
+        .env_remove("IAAS")
+        .env_remove("HYPERVISOR");
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let plain = dir.path().join("not-executable");
+    fs::write(&plain, "x").unwrap();
+    let out = Command::new(support::bin())
+        .args([
+            "build-stemcell",
+            "--os-image",
+            image,
+            "--iaas",
+            "warden",
+            "--version",
+            "1",
+            "--agent",
+        ])
+        .arg(&plain)
+        .arg("--output-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("is not an executable file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The reference builder's environment names.
+    let out = Command::new(support::bin())
+        .args([
+            "build-stemcell",
+            "--os-image",
+            image,
+            "--version",
+            "1",
+            "--agent",
+        ])
+        .arg(agent(dir.path()))
+        .env("IAAS", "openstack")
+        .env("HYPERVISOR", "esxi")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("unknown IaaS/hypervisor pair openstack/esxi"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn build_time_leaves_no_loop_device_or_mount() {
+    let _ = built();
+    let work = built().dir.join("work-openstack");
+    assert!(support::mounts_below(&work).is_empty());
+    let loops = fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok());
+    for backing in loops {
+        assert!(
+            !backing.contains(&work.display().to_string()),
+            "loop device still backed by {backing}"
+        );
+    }
+}
