@@ -40,22 +40,27 @@ pub fn sidecar_line(digest: &str, artifact: &Path) -> String {
     format!("{digest}  {name}\n")
 }
 
-/// Reads the digest from a sidecar; accepts a bare digest or sha256sum's format.
-pub fn read_sidecar(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+/// The digest in a sidecar's text: a bare digest or sha256sum's `HEX  NAME`.
+pub fn parse_sidecar(text: &str) -> Option<String> {
     let digest = text
         .split_whitespace()
         .next()
         .unwrap_or("")
         .to_ascii_lowercase();
-    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!(
+    (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
+}
+
+/// Reads the digest from a sidecar file.
+pub fn read_sidecar(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    match parse_sidecar(&text) {
+        Some(digest) => Ok(digest),
+        None => bail!(
             "{} does not hold a sha256 digest: regenerate it with `sha256sum`",
             path.display()
-        );
+        ),
     }
-    Ok(digest)
 }
 
 /// Checks `artifact` against its sidecar when one exists. Returns whether a check was made.

@@ -62,15 +62,7 @@ fn init(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
     if namespaces.contains(CloneFlags::CLONE_NEWNS) {
-        // Without this, mounts made below would propagate back to the host's namespace.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .context("mount --make-rprivate / failed")?;
+        make_mounts_private()?;
     }
     setup()?;
     let child = command
@@ -86,6 +78,26 @@ fn init(
             Err(err) => return Err(err).context("waitpid in sandbox init"),
         }
     }
+}
+
+/// Makes every mount of the current (new) mount namespace private: without this, mounts made
+/// in it would propagate back to the host's namespace.
+pub fn make_mounts_private() -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("mount --make-rprivate / failed")
+}
+
+/// Moves the calling (single-threaded) process into a private mount namespace of its own, so
+/// nothing it mounts can outlive it or be seen by the host.
+pub fn own_mount_namespace() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS) failed: are you root?")?;
+    make_mounts_private()
 }
 
 fn wait_for(child: Pid) -> Result<i32> {

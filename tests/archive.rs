@@ -475,17 +475,12 @@ fn pack_peak_rss(tree: &Path, out: &Path, compression: &str) -> i64 {
 
 fn noise_tree(dir: &Path, files: usize, seed: u64) {
     fs::create_dir_all(dir).unwrap();
-    let mut state = seed | 1;
     for i in 0..files {
-        let data: Vec<u8> = (0..(8 << 20))
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        fs::write(dir.join(format!("blob{i}")), data).unwrap();
+        fs::write(
+            dir.join(format!("blob{i}")),
+            support::noise(8 << 20, seed + i as u64),
+        )
+        .unwrap();
     }
 }
 

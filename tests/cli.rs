@@ -125,16 +125,8 @@ fn a_full_disk_is_reported_as_such_naming_the_path() {
         bin = support::bin().display(),
         tree = f.base().display()
     );
-    // 4 MiB that no compressor can shrink (xorshift noise).
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let random: Vec<u8> = (0..(4 << 20))
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    // 4 MiB that no compressor can shrink.
+    let random = support::noise(4 << 20, 0x9e3779b97f4a7c15);
     std::fs::write(f.base().join("big"), random).unwrap();
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c", &script])

@@ -8,24 +8,11 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 
 use support::s3_server::{S3Server, BUCKET, READER_KEY, READER_SECRET};
-use support::text;
+use support::{noise, text};
 
 fn server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(S3Server::shared)
-}
-
-/// `len` bytes no compressor or dedup can shrink.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 
 use crate::progress::Reporter;
 use loopdev::LoopDevice;
@@ -55,16 +54,7 @@ pub fn output_files(format: DiskFormat) -> &'static [&'static str] {
 
 /// Must run in a single-threaded process: it unshares its mount namespace.
 pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
-    unshare(CloneFlags::CLONE_NEWNS)
-        .context("unshare(CLONE_NEWNS): disk-image must run as root")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("mount --make-rprivate /")?;
+    crate::sandbox::own_mount_namespace()?;
     if !plan.tree.join("usr/sbin/grub-install").exists() {
         bail!(
             "{} has no /usr/sbin/grub-install: install grub-pc in the tree first (the system_grub stage does)",

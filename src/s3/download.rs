@@ -224,16 +224,10 @@ async fn sidecar_digest(s3: &S3Client, url: &S3Url) -> Result<Option<String>> {
                 .await
                 .with_context(|| format!("reading {sidecar}"))?
                 .into_bytes();
-            let text = String::from_utf8_lossy(&bytes);
-            let digest = text
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("{sidecar} does not hold a sha256 digest: upload the image again with upload-os-image");
+            match crate::checksum::parse_sidecar(&String::from_utf8_lossy(&bytes)) {
+                Some(digest) => Ok(Some(digest)),
+                None => bail!("{sidecar} does not hold a sha256 digest: upload the image again with upload-os-image"),
             }
-            Ok(Some(digest))
         }
         Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
         Err(err) => Err(explain(&err, &sidecar, "downloading", &target(s3))),

@@ -74,3 +74,17 @@ set_config_option() {
   if [ -s "$file" ] && [ -n "$(tail -c1 "$file")" ]; then echo >>"$file"; fi
   printf '%s%s%s\n' "$key" "$sep" "$value" >>"$file"
 }
+
+# remove_build_leftovers ROOT: what a build leaves and an image must not carry: package caches
+# and lists, the build host's resolver settings (the bootstrap copied them), temp files, logs.
+remove_build_leftovers() {
+  local root=$1
+  run_in_chroot "$root" 'apt-get clean'
+  rm -rf "$root"/var/lib/apt/lists/*
+  mkdir -p "$root/var/lib/apt/lists/partial"
+  if [ -f "$root/etc/resolv.conf" ] && [ ! -L "$root/etc/resolv.conf" ]; then
+    : >"$root/etc/resolv.conf"
+  fi
+  rm -rf "$root"/tmp/* "$root"/var/tmp/*
+  find "$root/var/log" -type f \( -name '*.log' -o -name '*.gz' -o -name '*.[0-9]' \) -delete
+}

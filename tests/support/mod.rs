@@ -222,3 +222,16 @@ pub fn default_os_image() -> (PathBuf, String) {
     fs::write(&report, &out.stdout).unwrap();
     (image, text(&out.stdout))
 }
+
+/// `len` bytes that no compressor or dedup can shrink (xorshift noise), the same for a seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
