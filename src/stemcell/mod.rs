@@ -438,8 +438,13 @@ fn tree_mib(root: &Path) -> u64 {
 
 /// The disk's size as the VM sees it (qcow2 and vmdk files are smaller than the disk).
 fn virtual_size_mib(file: &Path) -> Result<u64> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["info", "--output=json"])
+    let mut command = std::process::Command::new("qemu-img");
+    command.args(["info", "--output=json"]);
+    // A fixed VHD probes as raw (its footer is at the end): name the format.
+    if file.extension().is_some_and(|e| e == "vhd") {
+        command.args(["-f", "vpc"]);
+    }
+    let out = command
         .arg(file)
         .output()
         .context("running qemu-img info (apt-get install -y qemu-utils)")?;
