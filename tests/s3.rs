@@ -403,7 +403,7 @@ fn killing_the_server_mid_upload_leaves_no_object_and_no_parts() {
     let mut own = S3Server::start(); // this test kills its server: not the shared one
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.tgz");
-    fs::write(&file, noise(120 << 20, 5)).unwrap();
+    fs::write(&file, noise(200 << 20, 5)).unwrap();
     let mut upload = own
         .command(&[
             "upload-os-image",
@@ -412,7 +412,7 @@ fn killing_the_server_mid_upload_leaves_no_object_and_no_parts() {
             "--part-size-mib",
             "5",
             "--concurrency",
-            "2",
+            "1",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
