@@ -54,10 +54,6 @@ impl PendingOutput {
         self.temp.path()
     }
 
-    pub fn final_path(&self) -> &Path {
-        &self.final_path
-    }
-
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
         let path = self.final_path.clone();
         self.temp

@@ -10,6 +10,23 @@ use std::io::Read;
 pub use pack::{pack, PackOptions, PackSummary};
 pub use unpack::{unpack, UnpackOptions};
 
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time of this build".
+pub fn source_date_epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The build's time: `SOURCE_DATE_EPOCH` when set, else now (seconds since the epoch).
+pub fn build_time() -> u64 {
+    source_date_epoch().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
     /// `.tgz`, what existing pipelines and BOSH expect.

@@ -37,9 +37,7 @@ impl Default for PackOptions {
     fn default() -> Self {
         Self {
             compression: Compression::Gzip,
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.trim().parse().ok()),
+            source_date_epoch: super::source_date_epoch(),
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),

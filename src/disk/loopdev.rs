@@ -169,25 +169,3 @@ impl Drop for LoopDevice {
         }
     }
 }
-
-/// Loop devices currently backed by `image` (from sysfs), for checks and tests.
-pub fn attached_to(image: &Path) -> Vec<String> {
-    let wanted = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
-    let mut found = vec![];
-    let Ok(entries) = std::fs::read_dir("/sys/block") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) {
-            let backing = backing.trim().trim_end_matches(" (deleted)");
-            if Path::new(backing) == wanted {
-                found.push(format!("/dev/{name}"));
-            }
-        }
-    }
-    found
-}

@@ -20,11 +20,8 @@ pub struct SbomSubject<'a> {
 const TOOL: &str = concat!("stemcell-builder-", env!("CARGO_PKG_VERSION"));
 
 fn timestamp() -> String {
-    let now = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let now = time::OffsetDateTime::from_unix_timestamp(crate::archive::build_time() as i64)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     now.format(&format).expect("a UTC time formats")

@@ -22,18 +22,6 @@ pub const MEMBERS: [&str; 6] = [
     "sbom.cdx.json",
 ];
 
-fn mtime() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        })
-}
-
 /// A gzip tar of `files` (name in the archive, path on disk), in the given order.
 pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> {
     let pending = PendingOutput::new(output)?;
@@ -46,7 +34,7 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
         .compression_level(flate2::Compression::new(6))
         .from_writer(BufWriter::with_capacity(1 << 20, pending.file()?));
     let mut tar = tar::Builder::new(gzip);
-    let time = mtime();
+    let time = crate::archive::build_time();
     for (name, path) in files {
         let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut header = tar::Header::new_gnu();
