@@ -20,6 +20,8 @@ pub struct BaseSpec {
     pub mirror: Option<String>,
     pub keyring: Option<PathBuf>,
     pub packages: Vec<String>,
+    /// The two tools leave slightly different trees (apt config, sources): part of the key.
+    pub bootstrapper: Bootstrapper,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,32 @@ pub enum Bootstrapper {
     Debootstrap,
 }
 
+/// `--bootstrapper`: which tool makes the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootstrapChoice {
+    /// mmdebstrap when installed (faster), else debootstrap.
+    Auto,
+    Mmdebstrap,
+    Debootstrap,
+}
+
 impl Bootstrapper {
+    pub fn choose(choice: BootstrapChoice) -> Result<Self> {
+        let wanted = match choice {
+            BootstrapChoice::Auto => return Self::detect(),
+            BootstrapChoice::Mmdebstrap => Self::Mmdebstrap,
+            BootstrapChoice::Debootstrap => Self::Debootstrap,
+        };
+        if which::which(wanted.name()).is_err() {
+            bail!(
+                "{} is not installed: apt-get install -y {}",
+                wanted.name(),
+                wanted.name()
+            );
+        }
+        Ok(wanted)
+    }
+
     pub fn detect() -> Result<Self> {
         if which::which("mmdebstrap").is_ok() {
             Ok(Self::Mmdebstrap)
@@ -83,6 +110,7 @@ impl BaseSpec {
             .unwrap_or_default();
         for part in [
             "base-v1",
+            self.bootstrapper.name(),
             &self.suite,
             &self.arch,
             &self.variant,
@@ -140,7 +168,7 @@ pub fn provide(
         step.finish("restored", started.elapsed());
         return Ok(BaseSource::Cache(cached.clone()));
     }
-    let tool = Bootstrapper::detect()?;
+    let tool = spec.bootstrapper;
     let step = reporter.step(&format!("base ({} {})", tool.name(), spec.suite));
     let started = Instant::now();
     let program = which::which(tool.name())?;
@@ -200,6 +228,7 @@ mod tests {
             mirror: None,
             keyring: None,
             packages: vec!["sudo".into(), "cron".into()],
+            bootstrapper: Bootstrapper::Mmdebstrap,
         }
     }
 
@@ -213,6 +242,9 @@ mod tests {
         assert_ne!(base, other.cache_key("2026-11-24"));
         let mut other = spec();
         other.mirror = Some("http://mirror.invalid/debian".into());
+        assert_ne!(base, other.cache_key("2026-11-24"));
+        let mut other = spec();
+        other.bootstrapper = Bootstrapper::Debootstrap;
         assert_ne!(base, other.cache_key("2026-11-24"));
         let mut reordered = spec();
         reordered.packages.reverse();

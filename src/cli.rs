@@ -115,6 +115,9 @@ pub struct BuildOsImageArgs {
     /// Compression of the OS image.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
+    /// Which tool bootstraps the base.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bootstrapper: crate::base::BootstrapChoice,
 }
 
 #[derive(Debug, Args)]
@@ -489,6 +492,7 @@ fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
         cache_dir: (!args.no_cache).then_some(args.cache_dir),
         base: args.base,
         compression: args.compression,
+        bootstrapper: args.bootstrapper,
         resume_command: resume_command(std::env::args_os().collect()),
     })
 }

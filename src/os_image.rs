@@ -32,6 +32,7 @@ pub struct OsImagePlan {
     /// Start from this tree or OS image instead of bootstrapping.
     pub base: Option<PathBuf>,
     pub compression: Compression,
+    pub bootstrapper: base::BootstrapChoice,
     pub resume_command: String,
 }
 
@@ -85,6 +86,10 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
             );
         }
     }
+    let bootstrapper = match (&plan.base, &plan.resume_from) {
+        (None, None) => Some(base::Bootstrapper::choose(plan.bootstrapper)?),
+        _ => None,
+    };
     let workspace = crate::workspace::Workspace::open(&plan.work_dir)?;
     let (work, chroot) = (&workspace.work, &workspace.chroot);
     let mut report = Report::default();
@@ -95,22 +100,22 @@ pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
         } else {
             let started = Instant::now();
             workspace.reset()?;
-            let spec = BaseSpec {
-                suite: plan.os.suite.clone(),
-                arch: plan.arch.clone(),
-                variant: plan.os.variant.clone(),
-                components: plan.os.components.clone(),
-                mirror: plan.mirror.clone(),
-                keyring: keyring.clone(),
-                packages: plan.os.packages.clone(),
-            };
             let status = match &plan.base {
                 Some(given) => {
                     copy_base(given, chroot)?;
                     "ok (given)"
                 }
                 None => match base::provide(
-                    &spec,
+                    &BaseSpec {
+                        suite: plan.os.suite.clone(),
+                        arch: plan.arch.clone(),
+                        variant: plan.os.variant.clone(),
+                        components: plan.os.components.clone(),
+                        mirror: plan.mirror.clone(),
+                        keyring: keyring.clone(),
+                        packages: plan.os.packages.clone(),
+                        bootstrapper: bootstrapper.expect("chosen when bootstrapping"),
+                    },
                     plan.cache_dir.as_deref(),
                     chroot,
                     &workspace.log("00-base.log"),

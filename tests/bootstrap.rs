@@ -1,0 +1,108 @@
+//! The base for real: debootstrap when asked (the fallback when mmdebstrap is missing), and the
+//! base cache making a second build start from the cache. A minimal OS definition keeps it quick.
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+
+use support::{text, Fixture};
+
+/// A fixture whose assets hold one OS definition with no extra packages.
+fn minimal_os(f: &Fixture) -> std::path::PathBuf {
+    let assets = f.path().join("assets");
+    fs::create_dir_all(assets.join("os")).unwrap();
+    fs::write(
+        assets.join("os/debian-trixie.yml"),
+        "name: debian-trixie\nos_name: debian\nos_version: trixie\nsuite: trixie\nvariant: minbase\ncollection: test\npackages: []\n",
+    )
+    .unwrap();
+    f.collection(&["check"]);
+    f.stage(
+        "check",
+        r#"test -f "$chroot/etc/debian_version"
+run_in_chroot "$chroot" 'dpkg-query -W -f="\${Version}" base-files' >"$work/base-files-version""#,
+    );
+    assets
+}
+
+fn build(f: &Fixture, assets: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(support::bin())
+        .arg("build-os-image")
+        .arg("--assets-dir")
+        .arg(assets)
+        .arg("--stages-dir")
+        .arg(f.stages())
+        .arg("--work-dir")
+        .arg(f.work())
+        .arg("--output")
+        .arg(f.output())
+        .args(extra)
+        .env_remove("resume_from")
+        .env_remove("OS_NAME")
+        .env_remove("OS_VERSION")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn debootstrap_makes_the_base_when_asked() {
+    let f = Fixture::new();
+    let assets = minimal_os(&f);
+    let out = build(
+        &f,
+        &assets,
+        &["--bootstrapper", "debootstrap", "--no-cache"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = fs::read_to_string(f.work().join("logs/00-base.log")).unwrap();
+    assert!(
+        log.contains("debootstrap") && log.contains("Base system installed successfully"),
+        "{log}"
+    );
+    assert!(!fs::read_to_string(f.work().join("base-files-version"))
+        .unwrap()
+        .is_empty());
+    let packages = fs::read_to_string(f.out_dir().join("os-image.tgz.packages.txt")).unwrap();
+    assert!(
+        packages.lines().any(|l| l.starts_with("base-files ")),
+        "{packages}"
+    );
+}
+
+#[test]
+fn the_second_build_of_the_day_starts_from_the_cache() {
+    let f = Fixture::new();
+    let assets = minimal_os(&f);
+    let cache = f.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let first = build(&f, &assets, &["--cache-dir", cache_arg]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout)
+            .lines()
+            .any(|l| l.contains("00-base") && l.trim_end().ends_with("ok")),
+        "{}",
+        text(&first.stdout)
+    );
+    let cached: Vec<_> = fs::read_dir(cache.join("base"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached base");
+    assert!(cached[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with("trixie-"));
+
+    let second = build(&f, &assets, &["--cache-dir", cache_arg]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stdout).contains("ok (cache)"),
+        "{}",
+        text(&second.stdout)
+    );
+    // The same base either way: the stage saw the same base-files.
+    let version = fs::read_to_string(f.work().join("base-files-version")).unwrap();
+    assert!(!version.is_empty());
+}
