@@ -71,7 +71,8 @@ impl S3Server {
         server
     }
 
-    /// The server .ci/run started, when it did; else one of our own.
+    /// The server .ci/run started, when it did; else one of our own. A shared server usually
+    /// lives in a `static`, which is never dropped: it is stopped when the test process exits.
     pub fn shared() -> Self {
         match std::env::var("STEMCELL_BUILDER_TEST_S3") {
             Ok(endpoint) if !endpoint.is_empty() => {
@@ -85,7 +86,13 @@ impl S3Server {
                 server.wait_ready();
                 server
             }
-            _ => Self::start(),
+            _ => {
+                let server = Self::start();
+                if let Some(child) = &server.child {
+                    stop_at_exit(child.id());
+                }
+                server
+            }
         }
     }
 
@@ -211,6 +218,32 @@ impl S3Server {
         self.kill();
         self.spawn();
     }
+}
+
+static AT_EXIT: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn stop_servers() {
+    if let Ok(pids) = AT_EXIT.lock() {
+        for pid in pids.iter() {
+            // Only if that pid is still one of our servers (pids are reused).
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("mini") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+}
+
+fn stop_at_exit(pid: u32) {
+    let mut pids = AT_EXIT.lock().unwrap();
+    if pids.is_empty() {
+        // SAFETY: registers a plain extern "C" function; the test harness exits through exit().
+        unsafe { libc::atexit(stop_servers) };
+    }
+    pids.push(pid);
 }
 
 impl Drop for S3Server {
