@@ -27,7 +27,7 @@ base=24000
   -s3.config="$scratch/s3.json" -master.telemetry=false -webdav=false -admin.ui=false \
   -s3.port.iceberg=0 -s3.port.lance=0 -bucket=bench >"$scratch/weed.log" 2>&1 &
 weed_pid=$!
-trap 'kill $weed_pid 2>/dev/null; wait $weed_pid 2>/dev/null; rm -rf "$scratch" /tmp/seaweedfs-filer-$((base + 1)).sock' EXIT
+trap 'kill $weed_pid 2>/dev/null; wait $weed_pid 2>/dev/null; rm -rf "$scratch"; for p in $(seq $base $((base + 5))) $(seq $((base + 10000)) $((base + 10005))); do rm -f /tmp/seaweedfs-*-$p.sock; done' EXIT
 
 endpoint=http://127.0.0.1:$((base + 3))
 export AWS_ACCESS_KEY_ID=benchaccesskey AWS_SECRET_ACCESS_KEY=benchsecretkey123456 AWS_REGION=us-east-1

@@ -89,7 +89,7 @@ impl S3Server {
             _ => {
                 let server = Self::start();
                 if let Some(child) = &server.child {
-                    stop_at_exit(child.id());
+                    stop_at_exit(child.id(), server.base_port);
                 }
                 server
             }
@@ -105,8 +105,8 @@ impl S3Server {
 
     fn spawn(&mut self) {
         let b = self.base_port;
-        // A killed server leaves its socket behind; a new one would refuse to start.
-        let _ = std::fs::remove_file(format!("/tmp/seaweedfs-filer-{}.sock", b + 1));
+        // A killed server leaves its sockets behind; a new one would refuse to start.
+        remove_sockets(b);
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -220,11 +220,12 @@ impl S3Server {
     }
 }
 
-static AT_EXIT: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+/// (pid, base port) of shared servers to stop at exit.
+static AT_EXIT: std::sync::Mutex<Vec<(u32, u16)>> = std::sync::Mutex::new(Vec::new());
 
 extern "C" fn stop_servers() {
     if let Ok(pids) = AT_EXIT.lock() {
-        for pid in pids.iter() {
+        for (pid, base) in pids.iter() {
             // Only if that pid is still one of our servers (pids are reused).
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains("mini") {
@@ -232,18 +233,19 @@ extern "C" fn stop_servers() {
                     nix::unistd::Pid::from_raw(*pid as i32),
                     nix::sys::signal::Signal::SIGTERM,
                 );
+                remove_sockets(*base);
             }
         }
     }
 }
 
-fn stop_at_exit(pid: u32) {
+fn stop_at_exit(pid: u32, base: u16) {
     let mut pids = AT_EXIT.lock().unwrap();
     if pids.is_empty() {
         // SAFETY: registers a plain extern "C" function; the test harness exits through exit().
         unsafe { libc::atexit(stop_servers) };
     }
-    pids.push(pid);
+    pids.push((pid, base));
 }
 
 impl Drop for S3Server {
@@ -261,6 +263,29 @@ impl Drop for S3Server {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_file(format!("/tmp/seaweedfs-filer-{}.sock", self.base_port + 1));
+        if self.external.is_none() {
+            remove_sockets(self.base_port);
+        }
+    }
+}
+
+/// The `/tmp/seaweedfs-*-PORT.sock` files of the server on our block of ports.
+fn remove_sockets(base: u16) {
+    let ours = |port: u16| {
+        (base..base + 6).contains(&port) || (base + 10000..base + 10006).contains(&port)
+    };
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let port = name
+            .strip_prefix("seaweedfs-")
+            .and_then(|rest| rest.strip_suffix(".sock"))
+            .and_then(|rest| rest.rsplit('-').next())
+            .and_then(|port| port.parse::<u16>().ok());
+        if port.is_some_and(ours) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
