@@ -186,8 +186,14 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// The default OS image (debian-trixie, the real stages), built once per test run and shared by
-/// the test binaries that need one: reused when it is newer than the binary under test.
+/// the test binaries that need one: reused when it is newer than the binary under test. Tests
+/// of one binary ask for it concurrently: the first builds it, the others wait.
 pub fn default_os_image() -> (PathBuf, String) {
+    static IMAGE: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(build_default_os_image).clone()
+}
+
+fn build_default_os_image() -> (PathBuf, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
     let image = dir.join("os-image.tgz");
     let report = dir.join("build-report.txt");
