@@ -77,3 +77,17 @@ pub fn remove_tree(dir: &Path) -> anyhow::Result<()> {
         Err(err) => Err(io_error(err, "removing", dir)),
     }
 }
+
+/// Disk space `dir` takes, in MiB (`du -s`: blocks, not apparent sizes), or None when du fails.
+pub fn disk_usage_mib(dir: &Path) -> Option<u64> {
+    let out = std::process::Command::new("du")
+        .args(["-s", "-B1M"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

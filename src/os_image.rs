@@ -200,26 +200,7 @@ pub fn write_os_image(
     compression: Compression,
     reporter: &Reporter,
 ) -> Result<OsImageFiles> {
-    let image = PendingOutput::new(output)?;
-    let (writer, hasher) =
-        HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, image.file()?));
-    let total = du(tree);
-    let step = reporter.bytes(&format!("archive {}", output.display()), total);
-    let started = Instant::now();
-    let options = PackOptions {
-        compression,
-        ..PackOptions::default()
-    };
-    let summary =
-        archive::pack(tree, writer, &options, &mut |done| step.position(done)).map_err(|e| {
-            crate::fsutil::explain_disk_full(
-                e.context(format!("writing {}", output.display())),
-                output,
-            )
-        })?;
-    step.finish(&format!("{} entries", summary.entries), started.elapsed());
-    let digest = checksum::finish_digest(&hasher);
-
+    let (image, digest, summary) = pack_pending(tree, output, compression, reporter)?;
     let sidecar = checksum::sidecar_path(output);
     let mut sha = PendingOutput::new(&sidecar)?;
     sha.write_all(checksum::sidecar_line(&digest, output).as_bytes())?;
@@ -237,6 +218,48 @@ pub fn write_os_image(
         sha256: digest,
         summary,
     })
+}
+
+/// Packs `tree` into `output` alone (no sidecars), e.g. a stemcell's `image`. Returns the sha256.
+pub fn pack_tree(
+    tree: &Path,
+    output: &Path,
+    compression: Compression,
+    reporter: &Reporter,
+) -> Result<String> {
+    let (image, digest, _) = pack_pending(tree, output, compression, reporter)?;
+    image
+        .commit()
+        .with_context(|| format!("finishing {}", output.display()))?;
+    Ok(digest)
+}
+
+/// Packs `tree` under a temporary name beside `output`, hashing as it writes; the caller
+/// commits it once everything that goes with it is written.
+fn pack_pending(
+    tree: &Path,
+    output: &Path,
+    compression: Compression,
+    reporter: &Reporter,
+) -> Result<(PendingOutput, String, PackSummary)> {
+    let image = PendingOutput::new(output)?;
+    let (writer, hasher) =
+        HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, image.file()?));
+    let step = reporter.bytes(&format!("archive {}", output.display()), du(tree));
+    let started = Instant::now();
+    let options = PackOptions {
+        compression,
+        ..PackOptions::default()
+    };
+    let summary =
+        archive::pack(tree, writer, &options, &mut |done| step.position(done)).map_err(|e| {
+            crate::fsutil::explain_disk_full(
+                e.context(format!("writing {}", output.display())),
+                output,
+            )
+        })?;
+    step.finish(&format!("{} entries", summary.entries), started.elapsed());
+    Ok((image, checksum::finish_digest(&hasher), summary))
 }
 
 /// Bytes of regular files below `dir` (for the progress bar only).

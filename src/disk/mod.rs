@@ -147,19 +147,7 @@ impl Drop for Mounted {
 }
 
 fn default_size_mib(tree: &Path) -> u64 {
-    let used = Command::new("du")
-        .args(["-s", "-B1M"])
-        .arg(tree)
-        .output()
-        .ok();
-    let used_mib = used
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .unwrap_or(1024);
+    let used_mib = crate::fsutil::disk_usage_mib(tree).unwrap_or(1024);
     ((used_mib * 3 / 2 + 512).div_ceil(256) * 256).max(2048)
 }
 

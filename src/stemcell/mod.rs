@@ -311,12 +311,8 @@ fn package(
     let image = staging.join("image");
     let disk_mib = match plan.format.disk() {
         None => {
-            crate::os_image::write_os_image(chroot, &image, Compression::Gzip, reporter)?;
-            let _ = std::fs::remove_file(crate::checksum::sidecar_path(&image));
-            let mut packages = image.as_os_str().to_owned();
-            packages.push(".packages.txt");
-            let _ = std::fs::remove_file(PathBuf::from(packages));
-            tree_mib(chroot)
+            crate::os_image::pack_tree(chroot, &image, Compression::Gzip, reporter)?;
+            crate::fsutil::disk_usage_mib(chroot).unwrap_or(0)
         }
         Some(disk) => {
             let mut members = vec![];
@@ -419,21 +415,6 @@ fn sha1_file(path: &Path) -> Result<String> {
     let mut hasher = Sha1::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
-}
-
-fn tree_mib(root: &Path) -> u64 {
-    let out = std::process::Command::new("du")
-        .args(["-s", "-B1M"])
-        .arg(root)
-        .output()
-        .ok();
-    out.and_then(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-    })
-    .unwrap_or(0)
 }
 
 /// The disk's size as the VM sees it (qcow2 and vmdk files are smaller than the disk).

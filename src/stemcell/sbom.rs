@@ -91,21 +91,32 @@ fn spdx_id(index: usize, package: &InstalledPackage) -> String {
     format!("SPDXRef-deb-{index}-{clean}")
 }
 
-pub fn spdx(subject: &SbomSubject) -> Value {
-    let root = "SPDXRef-OperatingSystem";
-    let mut packages = vec![json!({
-        "SPDXID": root,
-        "name": subject.name,
-        "versionInfo": subject.version,
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
+/// An SPDX package with the fields a dpkg database cannot assert (licences, copyright,
+/// supplier, download location) set to NOASSERTION.
+fn spdx_package(fields: Value) -> Value {
+    let mut package = json!({
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
         "supplier": "NOASSERTION",
+    });
+    if let (Some(package), Value::Object(fields)) = (package.as_object_mut(), fields) {
+        package.extend(fields);
+    }
+    package
+}
+
+pub fn spdx(subject: &SbomSubject) -> Value {
+    let root = "SPDXRef-OperatingSystem";
+    let mut packages = vec![spdx_package(json!({
+        "SPDXID": root,
+        "name": subject.name,
+        "versionInfo": subject.version,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
         "comment": format!("{}-{} root filesystem", subject.os_name, subject.os_version),
-    })];
+    }))];
     let mut relationships = vec![json!({
         "spdxElementId": "SPDXRef-DOCUMENT",
         "relationshipType": "DESCRIBES",
@@ -113,23 +124,17 @@ pub fn spdx(subject: &SbomSubject) -> Value {
     })];
     for (index, package) in subject.packages.iter().enumerate() {
         let id = spdx_id(index, package);
-        packages.push(json!({
+        packages.push(spdx_package(json!({
             "SPDXID": id,
             "name": package.name,
             "versionInfo": package.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "supplier": "NOASSERTION",
             "primaryPackagePurpose": "LIBRARY",
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
                 "referenceLocator": purl(package, subject),
             }],
-        }));
+        })));
         relationships.push(json!({
             "spdxElementId": root,
             "relationshipType": "CONTAINS",
