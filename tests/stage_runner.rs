@@ -244,7 +244,8 @@ fn stage_listed_but_absent_names_it() {
 fn list_stages_prints_the_resolved_order_and_runs_nothing() {
     let f = Fixture::new();
     f.collection(&["b_stage", "a_stage"]);
-    f.stage("b_stage", "touch /tmp/should-not-run");
+    let marker = f.path().join("ran");
+    f.stage("b_stage", &format!("touch {}", marker.display()));
     f.stage("a_stage", "true");
     f.config("a_stage", "true");
     let out = std::process::Command::new(support::bin())
@@ -258,6 +259,8 @@ fn list_stages_prints_the_resolved_order_and_runs_nothing() {
         listing.contains("01 b_stage\n02 a_stage  (config.sh)\n"),
         "{listing}"
     );
+    assert!(!marker.exists(), "list-stages ran a stage");
+    assert!(!f.work().exists(), "list-stages made a work dir");
 }
 
 #[test]
