@@ -399,6 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan.part_size = args.part_size_mib.max(5) << 20;
             plan.multipart_threshold = plan.part_size;
             plan.concurrency = args.concurrency;
+            plan.state_dir = Some(state_dir());
             let digest = crate::s3::upload::upload(&plan, &Reporter::detect())?;
             println!(
                 "uploaded {} to {} (sha256 {digest})",
@@ -597,6 +598,15 @@ fn shipped_dir(name: &str) -> PathBuf {
             .exists()
         })
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+}
+
+/// Where the tool keeps state between runs (multipart uploads in flight):
+/// `STEMCELL_BUILDER_STATE_DIR`, else /var/lib/stemcell-builder.
+fn state_dir() -> PathBuf {
+    std::env::var_os("STEMCELL_BUILDER_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
 }
 
 pub fn host_arch() -> String {
