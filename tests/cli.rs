@@ -128,7 +128,11 @@ fn a_malformed_set_pair_is_one_line() {
     let f = Fixture::new();
     f.collection(&["one"]);
     f.stage("one", "true");
-    let out = f.build(&["--set", "novalue"]);
+    let out = f
+        .build_command(&["--set", "novalue"])
+        .env_remove("novalue")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("--set novalue: expected KEY=VALUE"), "{err}");

@@ -146,15 +146,24 @@ fn resume_from_skips_earlier_stages_and_keeps_the_chroot() {
         "one",
         "echo one >>\"$work/ran\"; echo kept >\"$chroot/from-one\"",
     );
+    let fail_two = f.path().join("fail-two");
     f.stage(
         "two",
-        "echo two >>\"$work/ran\"; [ -e \"$work/fail-two\" ] && exit 1; true",
+        &format!(
+            "echo two >>\"$work/ran\"; [ -e {} ] && exit 1; true",
+            fail_two.display()
+        ),
     );
     f.stage("three", "echo three >>\"$work/ran\"");
-    fs::create_dir_all(f.work()).unwrap();
-    fs::write(f.work().join("fail-two"), "").unwrap();
-    assert!(!f.build(&[]).status.success());
-    fs::remove_file(f.work().join("fail-two")).unwrap();
+    fs::write(&fail_two, "").unwrap();
+    let failed = f.build(&[]);
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("stage 'two' failed"),
+        "{}",
+        text(&failed.stderr)
+    );
+    fs::remove_file(&fail_two).unwrap();
 
     let out = f.build(&["--resume-from", "two"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
