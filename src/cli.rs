@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::archive::{self, Compression, UnpackOptions};
-use crate::build::settings::Override;
-use crate::build::{ArchSource, BaseSource, OsSource};
 use crate::os::{self, OsDefinition};
+use crate::pipeline::settings::Override;
+use crate::pipeline::{ArchSource, BaseSource, OsSource};
 use crate::progress::Reporter;
 
 #[derive(Debug, Parser)]
@@ -119,7 +119,7 @@ pub struct BuildOsImageArgs {
     pub compression: Compression,
     /// Which tool bootstraps the base.
     #[arg(long, value_enum, default_value = "auto")]
-    pub bootstrapper: crate::build::bootstrap::BootstrapChoice,
+    pub bootstrapper: crate::pipeline::bootstrap::BootstrapChoice,
 }
 
 #[derive(Debug, Args)]
@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BuildOsImage(args) => {
             let (plan, packager) = os_image_build(*args)?;
-            crate::build::run(&plan, &packager, &Reporter::detect())?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::ListStages(args) => {
             let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
@@ -329,7 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collection
                 .clone()
                 .unwrap_or_else(|| def.collection.clone());
-            let stages = crate::build::resolve_collection(&stages_dir, &collection)?.stages;
+            let stages = crate::pipeline::resolve_collection(&stages_dir, &collection)?.stages;
             println!(
                 "# {} stages of collection '{collection}' for {}",
                 stages.len(),
@@ -435,7 +435,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::BuildStemcell(args) => {
             let (plan, packager) = stemcell_build(*args)?;
-            crate::build::run(&plan, &packager, &Reporter::detect())?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::Inspect(args) => {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
@@ -476,7 +476,7 @@ fn exit_code(code: i32) -> ExitCode {
 
 fn os_image_build(
     args: BuildOsImageArgs,
-) -> Result<(crate::build::BuildPlan, crate::os_image::OsImagePackager)> {
+) -> Result<(crate::pipeline::BuildPlan, crate::os_image::OsImagePackager)> {
     let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
     let arch = match args.arch {
         Some(arch) => checked_arch(arch)?,
@@ -494,7 +494,7 @@ fn os_image_build(
             given.display()
         ),
         None => BaseSource::Bootstrap {
-            spec: crate::build::bootstrap::BaseSpec {
+            spec: crate::pipeline::bootstrap::BaseSpec {
                 suite: def.suite.clone(),
                 arch: arch.clone(),
                 variant: def.variant.clone(),
@@ -507,7 +507,7 @@ fn os_image_build(
             cache_dir: (!args.no_cache).then_some(args.cache_dir),
         },
     };
-    let plan = crate::build::BuildPlan {
+    let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
         collection: args.os.collection.unwrap_or_else(|| def.collection.clone()),
@@ -528,7 +528,10 @@ fn os_image_build(
 
 fn stemcell_build(
     args: BuildStemcellArgs,
-) -> Result<(crate::build::BuildPlan, crate::stemcell::StemcellPackager)> {
+) -> Result<(
+    crate::pipeline::BuildPlan,
+    crate::stemcell::StemcellPackager,
+)> {
     let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
     let format = target.format(args.format)?;
     let given_os = match args.os.or_else(|| {
@@ -574,7 +577,7 @@ fn stemcell_build(
     let collection = args
         .collection
         .unwrap_or_else(|| format!("stemcell-{}", target.iaas));
-    let plan = crate::build::BuildPlan {
+    let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
         collection: collection.clone(),

@@ -4,7 +4,6 @@
 //! plans that the modules below take.
 
 pub mod archive;
-pub mod build;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
@@ -15,6 +14,7 @@ pub mod os;
 pub mod os_image;
 pub mod output;
 pub mod packages;
+pub mod pipeline;
 pub mod progress;
 pub mod s3;
 pub mod sandbox;

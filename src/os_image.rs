@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::archive::{self, Compression, PackOptions, PackSummary};
-use crate::build::settings::{BuildSettings, OsIdentity};
-use crate::build::workspace::Workspace;
-use crate::build::Packager;
 use crate::checksum::{self, HashingWriter};
 use crate::output::PendingOutput;
+use crate::pipeline::settings::{BuildSettings, OsIdentity};
+use crate::pipeline::workspace::Workspace;
+use crate::pipeline::Packager;
 use crate::progress::Reporter;
 
 /// `build-os-image`'s packager: the archive and its sidecars.

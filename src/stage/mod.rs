@@ -2,6 +2,7 @@
 //! in its own sandbox, each logged to `WORK/logs/NN-name.log`.
 
 pub mod collection;
+pub mod mask;
 pub mod process;
 pub mod report;
 pub mod runner;

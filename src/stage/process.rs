@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 
-use crate::build::settings::Masker;
+use super::mask::Masker;
 use crate::progress::Step;
 
 pub const TAIL_LINES: usize = 20;
@@ -136,7 +136,7 @@ pub fn run_logged(
 
 fn open_log(log: &Path, truncate: bool) -> Result<File> {
     if let Some(dir) = log.parent() {
-        crate::build::workspace::create_private_dir(dir)?;
+        crate::fsutil::create_private_dir(dir)?;
     }
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()

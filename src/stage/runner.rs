@@ -10,9 +10,10 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::collection::Stage;
+use super::mask::Masker;
 use super::process::{self, run_logged, sandboxed};
 use super::report::Report;
-use crate::build::settings::{BuildSettings, Masker};
+use crate::pipeline::settings::BuildSettings;
 use crate::progress::Reporter;
 
 pub struct RunPlan<'a> {
@@ -150,7 +151,7 @@ fn finish(
 /// persists may be a secret, and the prelude's `>` keeps the mode of the file it truncates.
 fn prepare_stage_settings(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
-        crate::build::workspace::create_private_dir(dir)?;
+        crate::fsutil::create_private_dir(dir)?;
     }
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()

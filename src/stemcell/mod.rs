@@ -1,4 +1,4 @@
-//! The stemcell artifact: `build-stemcell` runs the common pipeline (`crate::build`) on an OS
+//! The stemcell artifact: `build-stemcell` runs the common pipeline (`crate::pipeline`) on an OS
 //! image (local or in S3) as its base, then this packager writes `image` in the IaaS's format,
 //! the manifest, package list, dev-tools list and SBOMs, tarred in BOSH's order.
 
@@ -16,9 +16,9 @@ use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 
 use crate::archive::Compression;
-use crate::build::settings::{BuildSettings, OsIdentity};
-use crate::build::workspace::Workspace;
-use crate::build::Packager;
+use crate::pipeline::settings::{BuildSettings, OsIdentity};
+use crate::pipeline::workspace::Workspace;
+use crate::pipeline::Packager;
 use crate::progress::Reporter;
 use iaas::{ImageFormat, Target};
 use manifest::{ManifestInput, StemcellManifest};

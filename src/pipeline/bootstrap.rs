@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, Compression, PackOptions, UnpackOptions};
-use crate::build::settings::Masker;
 use crate::progress::Reporter;
+use crate::stage::mask::Masker;
 use crate::stage::process::{run_logged, sandboxed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,12 +7,12 @@
 //! root (0700): an OS image from elsewhere may carry device nodes and setuid files, and no local
 //! user may reach them.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::lock::WorkDirLock;
+use crate::fsutil::create_private_dir;
 
 const BASE_DONE: &str = ".base-complete";
 /// The mark of a work dir this tool made.
@@ -22,17 +22,6 @@ pub struct Workspace {
     pub work: PathBuf,
     pub chroot: PathBuf,
     _lock: WorkDirLock,
-}
-
-/// Creates `dir` (and missing parents) with mode 0700, and tightens an existing `dir` to 0700.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| crate::fsutil::io_error(e, "creating", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| crate::fsutil::io_error(e, "setting the mode of", dir))
 }
 
 /// Checks, without changing anything, that `dir` may be used as a work dir: it does not exist,

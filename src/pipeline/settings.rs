@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::os::OsDefinition;
+pub use crate::stage::mask::Masker;
 
 /// Variables the runner gives every stage (design section 3). A setting of the same name would
 /// be overwritten, or worse, point a stage at a host file (`settings_file`).
@@ -70,9 +71,6 @@ const HOST_ENVIRONMENT_PREFIXES: &[&str] = &["LD_", "BASH", "GLIBC_", "MALLOC_"]
 
 /// Endings that make a setting secret, whatever stages declare.
 const SECRET_SUFFIXES: &[&str] = &["_password", "_secret", "_key"];
-
-/// What is written in place of a secret wherever text leaves the builder.
-pub const MASK: &str = "***";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildSettings {
@@ -176,7 +174,7 @@ impl BuildSettings {
     /// Writes `to_bash()` to `path`, readable by root only: it may hold secrets.
     pub fn write(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
-            crate::build::workspace::create_private_dir(dir)?;
+            crate::fsutil::create_private_dir(dir)?;
         }
         crate::output::write_atomically(path, self.to_bash().as_bytes())?;
         use std::os::unix::fs::PermissionsExt;
@@ -188,32 +186,6 @@ impl BuildSettings {
 /// The suffix rule alone (the CLI uses it to keep secrets out of the resume command).
 pub fn is_secret_name(key: &str) -> bool {
     SECRET_SUFFIXES.iter().any(|s| key.ends_with(s))
-}
-
-/// Replaces every occurrence of each secret in `text` with `***`.
-#[derive(Debug, Clone, Default)]
-pub struct Masker {
-    secrets: Vec<String>,
-}
-
-impl Masker {
-    pub fn new(mut secrets: Vec<String>) -> Self {
-        secrets.retain(|s| !s.is_empty());
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
-    }
-
-    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
-        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
-            return std::borrow::Cow::Borrowed(text);
-        }
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            out = out.replace(secret.as_str(), MASK);
-        }
-        std::borrow::Cow::Owned(out)
-    }
 }
 
 fn check_key(key: &str) -> Result<()> {
