@@ -8,7 +8,7 @@ pub mod unpack;
 use std::io::Read;
 
 pub use pack::{pack, PackOptions, PackSummary};
-pub use unpack::{unpack, UnpackOptions};
+pub use unpack::{unpack, unpack_reader, UnpackOptions};
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time of this build".
 pub fn source_date_epoch() -> Option<u64> {
