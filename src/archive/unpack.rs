@@ -258,9 +258,12 @@ fn without_nul(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// One pax record: key and value, raw bytes.
+type PaxRecord = (Vec<u8>, Vec<u8>);
+
 /// A pax header's records (`LEN key=value\n`, where LEN counts the whole record): parsed by
 /// length, so values may hold any byte, newlines included.
-fn parse_pax(mut data: &[u8]) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, &'static str> {
+fn parse_pax(mut data: &[u8]) -> std::result::Result<Vec<PaxRecord>, &'static str> {
     const MALFORMED: &str = "has a malformed pax header";
     let mut records = Vec::new();
     while !data.is_empty() && !data.iter().all(|b| *b == 0) {
