@@ -4,12 +4,14 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod cache;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
 pub mod disk;
 pub mod doctor;
 pub mod fsutil;
+pub mod layers;
 pub mod os;
 pub mod os_image;
 pub mod output;

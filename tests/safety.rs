@@ -102,7 +102,8 @@ fn a_base_inside_the_work_dir_is_refused_before_anything_is_deleted() {
     let out = f.build(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let chroot = f.chroot();
-    assert!(chroot.join("built").exists());
+    let built = f.layer("01-one").join("built");
+    assert!(built.exists());
 
     let with_base = |base: &Path| {
         let mut cmd = std::process::Command::new(support::bin());
@@ -118,11 +119,12 @@ fn a_base_inside_the_work_dir_is_refused_before_anything_is_deleted() {
         cmd.output().unwrap()
     };
     refused(&with_base(&chroot), "overlaps the work dir");
-    assert!(chroot.join("built").exists(), "the chroot was not deleted");
-    assert!(chroot.join("bin/busybox").exists());
+    refused(&with_base(&f.layer("00-base")), "overlaps the work dir");
+    assert!(built.exists(), "the layers were not deleted");
+    assert!(f.layer("00-base").join("bin/busybox").exists());
     refused(&with_base(&f.work()), "overlaps the work dir");
     refused(&with_base(Path::new("/")), "host's root");
-    assert!(chroot.join("built").exists(), "the chroot was not deleted");
+    assert!(built.exists(), "the layers were not deleted");
 }
 
 #[test]

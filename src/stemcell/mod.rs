@@ -141,6 +141,14 @@ impl Packager for StemcellPackager {
         Ok(())
     }
 
+    fn layer_inputs(&self) -> Result<Vec<(String, String)>> {
+        // Stages get the agent by path (`agent_binary`): its content is what they install.
+        Ok(vec![(
+            "agent".into(),
+            crate::checksum::sha256_file(&self.agent)?,
+        )])
+    }
+
     fn package(
         &self,
         workspace: &Workspace,

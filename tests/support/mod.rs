@@ -80,6 +80,10 @@ impl Fixture {
     pub fn chroot(&self) -> PathBuf {
         self.work().join("chroot")
     }
+    /// A stage's layer (`NN-name`, or `00-base`): what the stage wrote, as an overlay upper dir.
+    pub fn layer(&self, slug: &str) -> PathBuf {
+        self.work().join("layers").join(slug)
+    }
     pub fn out_dir(&self) -> PathBuf {
         self.path().join("out")
     }
