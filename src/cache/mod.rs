@@ -76,7 +76,8 @@ pub struct Record {
 pub enum Lookup {
     Hit(Record),
     Missing,
-    /// The entry was there but broken (why); it has been removed.
+    /// The entry was there but broken (why): removed when its record proved it damaged, left
+    /// to be replaced when it has no record.
     Corrupt(String),
 }
 
@@ -150,6 +151,12 @@ impl Cache {
             Ok(Some(found)) => found,
             // An archive without a record is half-written or not ours to trust: not used, and
             // replaced when this key is stored.
+            Ok(None) if archive.exists() => {
+                return Ok(Err(Lookup::Corrupt(format!(
+                    "{} has no record beside it: half-written, or from an older version",
+                    archive.display()
+                ))))
+            }
             Ok(None) => return Ok(Err(Lookup::Missing)),
             Err(why) => return Ok(Err(self.discard(kind, key, None, why)?)),
         };
@@ -388,7 +395,7 @@ mod tests {
         std::fs::remove_file(cache.record_path(Kind::Base, "trixie-amd64-1")).unwrap();
         assert!(matches!(
             cache.lookup(Kind::Base, "trixie-amd64-1").unwrap(),
-            Lookup::Missing
+            Lookup::Corrupt(why) if why.contains("no record")
         ));
         // A truncated archive (its record from a complete one).
         cache

@@ -165,7 +165,7 @@ pub fn provide(
                 return Ok(BaseOrigin::Cache(cache.archive_path(Kind::Base, &key)));
             }
             Lookup::Corrupt(why) => {
-                step.finish(&format!("damaged, removed: {why}"), started.elapsed())
+                step.finish(&format!("not used: {why}"), started.elapsed())
             }
             Lookup::Missing => step.finish("not cached", started.elapsed()),
         }

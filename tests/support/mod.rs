@@ -123,6 +123,11 @@ impl Fixture {
 
     /// `build_command` with another work dir.
     pub fn build_command_in(&self, work: &Path, extra: &[&str]) -> Command {
+        self.build_command_with(work, None, extra)
+    }
+
+    /// `build_command` in `work`, with the layer cache in `cache` (`--no-cache` when None).
+    pub fn build_command_with(&self, work: &Path, cache: Option<&Path>, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("build-os-image")
             .arg("--stages-dir")
@@ -134,9 +139,12 @@ impl Fixture {
             .arg("--work-dir")
             .arg(work)
             .arg("--output")
-            .arg(self.output())
-            .arg("--no-cache")
-            .args(extra)
+            .arg(self.output());
+        match cache {
+            Some(cache) => cmd.arg("--cache-dir").arg(cache),
+            None => cmd.arg("--no-cache"),
+        };
+        cmd.args(extra)
             .env_remove("resume_from")
             .env_remove("OS_NAME")
             .env_remove("OS_VERSION");
