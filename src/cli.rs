@@ -500,6 +500,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.source,
                 &args.output,
                 args.compression,
+                None,
                 &Reporter::detect(),
             )?;
             println!("{}  {}", files.sha256, files.image.display());

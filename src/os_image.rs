@@ -56,7 +56,17 @@ impl Packager for OsImagePackager {
         _: &BuildSettings,
         reporter: &Reporter,
     ) -> Result<PathBuf> {
-        Ok(write_os_image(&workspace.chroot, &self.output, self.compression, reporter)?.image)
+        // The blocks of the last archive stay in the work dir: a rebuild that changed one
+        // stage recompresses only the blocks around its changes.
+        let blocks = workspace.work.join("archive-blocks");
+        Ok(write_os_image(
+            &workspace.chroot,
+            &self.output,
+            self.compression,
+            Some(&blocks),
+            reporter,
+        )?
+        .image)
     }
 }
 
@@ -68,14 +78,16 @@ pub struct OsImageFiles {
 }
 
 /// Packs `tree` to `output` with `output.sha256` and `output.packages.txt`, each written under
-/// a temporary name and renamed only when all three are complete.
+/// a temporary name and renamed only when all three are complete. `block_store` keeps gzip's
+/// compressed blocks for the next pack of a similar tree (it never changes the output).
 pub fn write_os_image(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<OsImageFiles> {
-    let (image, digest, summary) = pack_pending(tree, output, compression, reporter)?;
+    let (image, digest, summary) = pack_pending(tree, output, compression, block_store, reporter)?;
     let sidecar = checksum::sidecar_path(output);
     let mut sha = PendingOutput::new(&sidecar)?;
     sha.write_all(checksum::sidecar_line(&digest, output).as_bytes())?;
@@ -100,9 +112,10 @@ pub fn pack_tree(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<String> {
-    let (image, digest, _) = pack_pending(tree, output, compression, reporter)?;
+    let (image, digest, _) = pack_pending(tree, output, compression, block_store, reporter)?;
     image
         .commit()
         .with_context(|| format!("finishing {}", output.display()))?;
@@ -115,6 +128,7 @@ fn pack_pending(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<(PendingOutput, String, PackSummary)> {
     let image = PendingOutput::new(output)?;
@@ -124,6 +138,7 @@ fn pack_pending(
     let started = Instant::now();
     let options = PackOptions {
         compression,
+        block_store: block_store.map(Path::to_path_buf),
         ..PackOptions::default()
     };
     let summary =
@@ -133,7 +148,18 @@ fn pack_pending(
                 output,
             )
         })?;
-    step.finish(&format!("{} entries", summary.entries), started.elapsed());
+    let reused = if summary.reused_blocks > 0 {
+        format!(
+            ", {} of {} gzip blocks reused",
+            summary.reused_blocks, summary.gzip_blocks
+        )
+    } else {
+        String::new()
+    };
+    step.finish(
+        &format!("{} entries{reused}", summary.entries),
+        started.elapsed(),
+    );
     Ok((image, checksum::finish_digest(&hasher), summary))
 }
 

@@ -1,6 +1,7 @@
 //! OS image archives: a tar of a root tree (`./` entries) with everything a root filesystem
 //! needs preserved, compressed with parallel gzip (default) or multi-threaded zstd.
 
+pub mod block_gzip;
 mod entry_name;
 pub mod pack;
 pub mod unpack;

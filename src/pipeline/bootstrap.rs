@@ -164,9 +164,7 @@ pub fn provide(
                 step.finish("restored", started.elapsed());
                 return Ok(BaseOrigin::Cache(cache.archive_path(Kind::Base, &key)));
             }
-            Lookup::Corrupt(why) => {
-                step.finish(&format!("not used: {why}"), started.elapsed())
-            }
+            Lookup::Corrupt(why) => step.finish(&format!("not used: {why}"), started.elapsed()),
             Lookup::Missing => step.finish("not cached", started.elapsed()),
         }
     }

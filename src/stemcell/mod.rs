@@ -204,7 +204,8 @@ fn package(
     let image = staging.join("image");
     let disk_mib = match plan.format.disk() {
         None => {
-            crate::os_image::pack_tree(chroot, &image, Compression::Gzip, reporter)?;
+            let blocks = workspace.work.join("image-blocks");
+            crate::os_image::pack_tree(chroot, &image, Compression::Gzip, Some(&blocks), reporter)?;
             crate::fsutil::disk_usage_mib(chroot).unwrap_or(0)
         }
         Some(disk) => {
