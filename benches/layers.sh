@@ -69,12 +69,13 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2) ? a[(
 c=$(median "${cold[@]}")
 w=$(median "${warm[@]}")
 echo
-echo "warm build (last stage changed), duration report of the last run:"
+echo "warm build (last stage changed), the last run:"
+grep -E 'archive .*entries' "$scratch/warm$runs.err" || true
 cat "$scratch/warm$runs.out"
 echo
-printf '%-44s %9s\n' "build (medians of $runs)" seconds
-printf '%-44s %9.1f\n' "cold: empty layer cache, base cached" "$c"
-printf '%-44s %9.1f\n' "warm: last stage changed, same work dir" "$w"
-printf '%-44s %9.1f\n' "nothing changed, same work dir (1 run)" "$unchanged"
-printf '%-44s %9.1f\n' "new work dir, every layer from the cache (1 run)" "$fresh"
+printf '%-50s %9s\n' "build (medians of $runs)" seconds
+printf '%-50s %9.1f\n' "cold: empty layer cache, base cached" "$c"
+printf '%-50s %9.1f\n' "warm: last stage changed, same work dir" "$w"
+printf '%-50s %9.1f\n' "nothing changed, same work dir (1 run)" "$unchanged"
+printf '%-50s %9.1f\n' "new work dir, every layer from the cache (1 run)" "$fresh"
 awk -v c="$c" -v w="$w" 'BEGIN { printf "warm / cold = %.1f%% (goal: under 5%%)\n", 100 * w / c }'

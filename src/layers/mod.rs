@@ -93,6 +93,8 @@ pub struct LayerStack {
     previous: BTreeMap<String, LayerRecord>,
     /// The layers the current build stands on, base first: (slug, key).
     chain: Vec<(String, String)>,
+    /// The cache's layer records, read once, on the first miss.
+    cache_records: Option<Vec<crate::cache::Record>>,
 }
 
 impl LayerStack {
@@ -123,6 +125,7 @@ impl LayerStack {
             cache,
             previous,
             chain: Vec::new(),
+            cache_records: None,
         })
     }
 
@@ -255,7 +258,12 @@ impl LayerStack {
                     return Ok(Prepared::Cached("cache"));
                 }
                 Lookup::Corrupt(why) => format!("the cache entry was damaged ({why})"),
-                Lookup::Missing => self.explain_miss(stage, inputs, cache),
+                Lookup::Missing => {
+                    let records = self
+                        .cache_records
+                        .get_or_insert_with(|| cache.records(Kind::Layer));
+                    explain_miss(&self.previous, records, stage, inputs)
+                }
             },
         };
         let top = self.dir.join(&self.chain.last().unwrap().0);
@@ -278,35 +286,6 @@ impl LayerStack {
                 target: self.chroot.clone(),
             },
         })
-    }
-
-    /// Why a layer was not in the cache: which of its inputs differ from the last time this
-    /// stage was built (in this work dir, else the most recently used cache entry of it).
-    fn explain_miss(&self, stage: &Stage, inputs: &LayerInputs, cache: &Cache) -> String {
-        let before = self
-            .previous
-            .get(&stage.slug())
-            .filter(|r| r.stage == stage.name)
-            .and_then(|r| r.inputs.clone())
-            .or_else(|| {
-                cache
-                    .records(Kind::Layer)
-                    .into_iter()
-                    .filter(|r| r.name == stage.name && r.inputs.is_some())
-                    .max_by_key(|r| r.last_used)
-                    .and_then(|r| r.inputs)
-            });
-        match before {
-            None => "new: not built before".to_string(),
-            Some(before) => {
-                let changed = inputs.changes_from(&before);
-                if changed.is_empty() {
-                    "not in the cache".to_string()
-                } else {
-                    format!("{} changed", changed.join(", "))
-                }
-            }
-        }
     }
 
     /// The stage ran and succeeded: its layer is complete, and stored in the cache. Returns a
@@ -400,12 +379,14 @@ impl LayerStack {
             );
         };
         self.chain = vec![(BASE.to_string(), base.key)];
-        let stages: Vec<LayerRecord> = self
+        let mut stages: Vec<LayerRecord> = self
             .previous
             .values()
             .filter(|r| r.slug != BASE)
             .cloned()
             .collect();
+        // By position (`100-x` sorts before `11-y` as text).
+        stages.sort_by_key(|r| position(&r.slug));
         for record in stages {
             let linked = record.inputs.as_ref().map(|i| i.parent.as_str()) == Some(self.top_key());
             if !linked || !self.dir.join(&record.slug).is_dir() {
@@ -440,8 +421,7 @@ impl LayerStack {
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             let slug = name.strip_suffix(".json").unwrap_or(&name);
-            let number: Option<usize> = slug.split('-').next().and_then(|n| n.parse().ok());
-            if number.is_some_and(|n| n >= position && n > 0) {
+            if self::position(slug).is_some_and(|n| n >= position && n > 0) {
                 doomed.push(name);
             }
         }
@@ -469,6 +449,43 @@ impl LayerStack {
         text.push(b'\n');
         crate::output::write_atomically(&path, &text)
     }
+}
+
+/// Why a layer was not in the cache: which of its inputs differ from the last time this stage
+/// was built (in this work dir, else the most recently used cache entry of it).
+fn explain_miss(
+    previous: &BTreeMap<String, LayerRecord>,
+    records: &[crate::cache::Record],
+    stage: &Stage,
+    inputs: &LayerInputs,
+) -> String {
+    let before = previous
+        .get(&stage.slug())
+        .filter(|r| r.stage == stage.name)
+        .and_then(|r| r.inputs.as_ref())
+        .or_else(|| {
+            records
+                .iter()
+                .filter(|r| r.name == stage.name && r.inputs.is_some())
+                .max_by_key(|r| r.last_used)
+                .and_then(|r| r.inputs.as_ref())
+        });
+    match before {
+        None => "new: not built before".to_string(),
+        Some(before) => {
+            let changed = inputs.changes_from(before);
+            if changed.is_empty() {
+                "not in the cache".to_string()
+            } else {
+                format!("{} changed", changed.join(", "))
+            }
+        }
+    }
+}
+
+/// The stage position a layer's `NN-name` starts with.
+fn position(slug: &str) -> Option<usize> {
+    slug.split('-').next().and_then(|n| n.parse().ok())
 }
 
 /// The merged tree mounted at `WORK/chroot`; unmounted (and its scratch layer removed) when

@@ -204,7 +204,10 @@ pub fn run_stages(
                 plan, stage, "apply.sh", outcome, step, started, report, &status,
             );
             if plan.shell_on_failure && !process::interrupted() {
-                failure_shell(plan, layers.as_deref(), stage, reporter)?;
+                // The stage's failure is the build's error, whatever becomes of the shell.
+                if let Err(err) = failure_shell(plan, layers.as_deref(), stage, reporter) {
+                    reporter.info(&format!("--shell-on-failure: no shell: {err:#}"));
+                }
             }
             return result;
         }
