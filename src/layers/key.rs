@@ -94,11 +94,16 @@ pub fn dir_content_hash(dir: &Path, hasher: &mut Sha256, label: &[u8]) -> Result
     Ok(())
 }
 
-/// The `files` input of a stage: its directory and the shared prelude (`lib`), which every
-/// stage sources.
+/// The `files` input of a stage: its directory (and its name, which stages see as
+/// `$stage_name`) and the shared prelude (`lib`), which every stage sources.
 pub fn stage_files(stage_dir: &Path, lib_hash: &str) -> Result<String> {
     let mut hasher = Sha256::new();
     hasher.update(lib_hash.as_bytes());
+    hasher.update([0]);
+    if let Some(name) = stage_dir.file_name() {
+        hasher.update(name.as_bytes());
+    }
+    hasher.update([0]);
     dir_content_hash(stage_dir, &mut hasher, b"stage")?;
     Ok(hex::encode(hasher.finalize()))
 }
@@ -266,7 +271,12 @@ mod tests {
 
         fs::remove_file(stage.join("assets/link")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", stage.join("assets/link")).unwrap();
-        assert_ne!(renamed, stage_files(&stage, "lib").unwrap(), "link target");
+        let relinked = stage_files(&stage, "lib").unwrap();
+        assert_ne!(renamed, relinked, "link target");
+
+        let other = dir.path().join("other_stage");
+        fs::rename(&stage, &other).unwrap();
+        assert_ne!(relinked, stage_files(&other, "lib").unwrap(), "the stage's name");
     }
 
     #[test]
