@@ -47,6 +47,8 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Check an OS image, a stemcell or a root directory against the hardening checks.
+    Audit(AuditArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox {
@@ -303,6 +305,60 @@ pub struct DoctorArgs {
     pub work_dir: PathBuf,
 }
 
+// --- audit ---------------------------------------------------------------------------------
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// An OS image, a stemcell tarball (warden) or a root directory.
+    pub target: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AuditFormat,
+    /// Directory holding checks/*.yml (default: the shipped assets).
+    #[arg(long, env = "STEMCELL_BUILDER_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// What a directory TARGET is (archives say it themselves).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::audit::checks::TargetKind>,
+    /// The IaaS of a stemcell directory (a stemcell tarball names its own).
+    #[arg(long)]
+    pub iaas: Option<String>,
+    /// When `command` checks run inside the tree (through chroot-exec, as root).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub commands: crate::audit::Commands,
+    /// Where archives are unpacked (a temp dir inside it, removed afterwards).
+    #[arg(long, default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuditFormat {
+    Table,
+    Json,
+}
+
+fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let assets = args.assets_dir.unwrap_or_else(|| shipped_dir("assets"));
+    let plan = crate::audit::AuditPlan {
+        target: args.target,
+        checks_dir: assets.join("checks"),
+        kind: args.kind,
+        iaas: args.iaas,
+        commands: args.commands,
+        builder: std::env::current_exe().context("locating the stemcell-builder binary")?,
+        scratch_dir: args.scratch_dir,
+    };
+    let report = crate::audit::run(&plan)?;
+    match args.format {
+        AuditFormat::Table => print!("{}", report.table()),
+        AuditFormat::Json => println!("{}", report.json()),
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+// --- end audit -----------------------------------------------------------------------------
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -455,6 +511,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", file.display());
             }
         }
+        Command::Audit(args) => return audit(args),
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
             return Ok(if ok {

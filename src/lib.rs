@@ -4,6 +4,7 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod audit;
 pub mod base;
 pub mod checksum;
 pub mod chroot;
