@@ -197,11 +197,14 @@ fn build_default_os_image() -> (PathBuf, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
     let image = dir.join("os-image.tgz");
     let report = dir.join("build-report.txt");
-    let fresh = |p: &Path| {
-        let (Ok(a), Ok(b)) = (fs::metadata(p), fs::metadata(bin())) else {
-            return false;
-        };
-        a.modified().unwrap() > b.modified().unwrap()
+    // Fresh: newer than the binary and than every stage and asset it was built from.
+    let inputs = [bin(), repo().join("stages"), repo().join("assets/os")]
+        .iter()
+        .filter_map(|p| newest_mtime(p))
+        .max();
+    let fresh = |p: &Path| match (fs::metadata(p).and_then(|m| m.modified()), inputs) {
+        (Ok(built), Some(inputs)) => built > inputs,
+        _ => false,
     };
     if fresh(&image) && report.exists() {
         return (image, fs::read_to_string(&report).unwrap());
@@ -227,6 +230,20 @@ fn build_default_os_image() -> (PathBuf, String) {
     );
     fs::write(&report, &out.stdout).unwrap();
     (image, text(&out.stdout))
+}
+
+/// The newest modification time of a file or of anything below a directory.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let mut newest = meta.modified().ok()?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).ok()?.flatten() {
+            if let Some(t) = newest_mtime(&entry.path()) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    Some(newest)
 }
 
 /// `len` bytes that no compressor or dedup can shrink (xorshift noise), the same for a seed.
