@@ -170,19 +170,25 @@ fn mirror_flag_bootstraps_and_base_apt_keeps_the_entries_options() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    // mmdebstrap wrote "deb [arch=A] MIRROR trixie main"; base_apt kept the options and the
-    // mirror, and added the updates and security suites in the same form.
+    // mmdebstrap wrote "deb MIRROR trixie main" (some versions write "deb [arch=A] MIRROR ...");
+    // base_apt kept the entry as written and added the updates and security suites beside it,
+    // in the same form.
     let base = mirror.trim_end_matches('/');
+    let arch = stemcell_builder::cli::host_arch();
     let sources = fs::read_to_string(work.join("chroot/etc/apt/sources.list")).unwrap();
     let lines: Vec<&str> = sources.lines().filter(|l| l.starts_with("deb")).collect();
-    let arch = stemcell_builder::cli::host_arch();
+    let options = if lines.first().is_some_and(|l| l.starts_with("deb [")) {
+        format!(" [arch={arch}]")
+    } else {
+        String::new()
+    };
     assert_eq!(
         lines,
         [
-            format!("deb [arch={arch}] {mirror} trixie main"),
-            format!("deb [arch={arch}] {base} trixie-updates main"),
+            format!("deb{options} {mirror} trixie main"),
+            format!("deb{options} {base} trixie-updates main"),
             format!(
-                "deb [arch={arch}] {}/debian-security trixie-security main",
+                "deb{options} {}/debian-security trixie-security main",
                 base.trim_end_matches("/debian")
             ),
         ],
@@ -197,7 +203,11 @@ fn mirror_flag_bootstraps_and_base_apt_keeps_the_entries_options() {
     // The same tree with its sources as a deb822 file with Signed-By, and as a one-line entry
     // with spaced options: base_apt reads both with apt's parser and keeps what they carry.
     let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
-    let variants: [(&str, String); 2] = [
+    let variants: [(&str, String); 3] = [
+        (
+            "etc/apt/sources.list",
+            format!("deb [arch={arch} signed-by={keyring}] {mirror} trixie main\n"),
+        ),
         (
             "etc/apt/sources.list.d/debian.sources",
             format!("Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: {keyring}\n"),
