@@ -349,6 +349,32 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
     );
 }
 
+#[test]
+fn warden_stemcell_passes_the_audit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(support::bin())
+        .arg("audit")
+        .arg(&built().warden)
+        .args(["--format", "json", "--scratch-dir"])
+        .arg(scratch.path())
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", text(&out.stderr)));
+    assert_eq!(report["kind"], "stemcell");
+    assert_eq!(report["iaas"], "warden");
+    let not_passing: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| format!("{} {}: {}", r["status"], r["id"], r["detail"]))
+        .collect();
+    assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
+    assert!(out.status.success());
+}
+
 trait ModeExt {
     fn mode_is_executable(&self) -> bool;
 }
