@@ -49,6 +49,8 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Make a container root filesystem from an OS image: Cloud Foundry stack, docker import, OCI.
+    Export(ExportArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox {
@@ -299,6 +301,36 @@ pub struct DiskImageArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The OS image (gzip, zstd or plain tar; its .sha256 is checked when present).
+    pub os_image: PathBuf,
+    /// The file (garden-rootfs, docker) or new directory (oci) to write.
+    pub output: PathBuf,
+    /// garden-rootfs (Cloud Foundry stack), docker (for docker import) or oci (image layout).
+    #[arg(long, value_enum)]
+    pub format: crate::export::ExportFormat,
+    /// Environment of the container, KEY=VALUE (repeatable); PATH gets a default when not given.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// User the container runs as: NAME, UID, NAME:GROUP or UID:GID (must exist in the image).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Command (OCI Cmd, docker CMD), split as a shell would; default: the image's /bin/sh.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// Entrypoint (OCI Entrypoint, docker ENTRYPOINT), split as a shell would.
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Working directory of the container (absolute).
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// oci: the reference name (default: latest); docker: the image name in the printed
+    /// `docker import` command (default: os-image:latest).
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Where builds will write (free disk is checked there).
     #[arg(long, default_value = "/var/tmp")]
@@ -458,6 +490,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", file.display());
             }
         }
+        Command::Export(args) => export(args)?,
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
             return Ok(if ok {
@@ -604,6 +637,73 @@ fn stemcell_build(
         collection,
     };
     Ok((plan, packager))
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    use crate::export::{ExportFormat, ExportPlan, ImageSettings};
+    let settings = ImageSettings::parse(
+        &args.env,
+        args.user.as_deref(),
+        args.entrypoint.as_deref(),
+        args.cmd.as_deref(),
+        args.workdir.as_deref(),
+    )?;
+    let plan = ExportPlan {
+        image: args.os_image,
+        format: args.format,
+        output: args.output,
+        settings,
+        tag: args.tag,
+    };
+    let summary = crate::export::export(&plan, &Reporter::detect())?;
+    let verified = if summary.checksum_verified {
+        "sha256 of the OS image verified"
+    } else {
+        "no .sha256 beside the OS image"
+    };
+    let dropped = if summary.dropped_devices > 0 {
+        format!(
+            ", {} device nodes left out (runtimes make /dev)",
+            summary.dropped_devices
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "wrote {} ({} entries{dropped}; {verified})",
+        summary.output.display(),
+        summary.entries
+    );
+    match plan.format {
+        ExportFormat::GardenRootfs => {
+            println!(
+                "holds rootfs/ and metadata.json; see the README for registering it as a stack"
+            )
+        }
+        ExportFormat::Docker => {
+            if let Some(command) = &summary.docker_import {
+                println!("import it with:\n  {command}");
+            }
+        }
+        ExportFormat::Oci => {
+            if let Some(oci) = &summary.oci {
+                println!(
+                    "manifest {} ({}/linux), layer {} ({} bytes, diff_id {})",
+                    oci.manifest_digest,
+                    oci.platform.architecture,
+                    oci.layer_digest,
+                    oci.layer_size,
+                    oci.diff_id
+                );
+                println!(
+                    "try: skopeo inspect oci:{dir}:{tag}  (or podman run oci:{dir}:{tag})",
+                    dir = summary.output.display(),
+                    tag = oci.tag
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--set` pairs; a bare KEY takes its value from the environment.

@@ -9,6 +9,7 @@ pub mod chroot;
 pub mod cli;
 pub mod disk;
 pub mod doctor;
+pub mod export;
 pub mod fsutil;
 pub mod os;
 pub mod os_image;
