@@ -113,8 +113,10 @@ pub struct BuildOsImageArgs {
     /// Do not read or write the base cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Use this directory or OS image as the base instead of bootstrapping one.
-    #[arg(long)]
+    /// Use this instead of bootstrapping a base: a directory, an OS image, tarball:PATH (any
+    /// root tarball, e.g. from docker export) or binaries:PROG,PROG (host programs and their
+    /// libraries).
+    #[arg(long, value_name = "DIR|IMAGE|tarball:PATH|binaries:PROG,...")]
     pub base: Option<PathBuf>,
     /// Compression of the OS image.
     #[arg(long, value_enum, default_value = "gzip")]
@@ -519,11 +521,12 @@ fn os_image_build(
         .work_dir
         .unwrap_or_else(|| default_work_dir(&format!("{}-{arch}", def.name)));
     let keyring = def.resolve_keyring(args.keyring.as_deref())?;
-    let base = match args.base {
-        Some(given) if given.is_dir() => BaseSource::Tree(given),
-        Some(given) if given.is_file() => BaseSource::Image(given),
-        Some(given) => bail!(
-            "--base {} is neither a directory nor an OS image file",
+    let base = match args.base.map(special_base) {
+        Some(Ok(special)) => special,
+        Some(Err(given)) if given.is_dir() => BaseSource::Tree(given),
+        Some(Err(given)) if given.is_file() => BaseSource::Image(given),
+        Some(Err(given)) => bail!(
+            "--base {} is neither a directory nor an OS image file (nor tarball:PATH or binaries:PROG,...)",
             given.display()
         ),
         None => BaseSource::Bootstrap {
@@ -637,6 +640,25 @@ fn stemcell_build(
         collection,
     };
     Ok((plan, packager))
+}
+
+/// `--base tarball:PATH` and `--base binaries:A,B`; any other value is a path (`Err`).
+fn special_base(given: PathBuf) -> std::result::Result<BaseSource, PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = given.as_os_str().as_bytes();
+    if let Some(path) = bytes.strip_prefix(b"tarball:") {
+        return Ok(BaseSource::Tarball(PathBuf::from(
+            std::ffi::OsStr::from_bytes(path),
+        )));
+    }
+    if let Some(list) = bytes.strip_prefix(b"binaries:") {
+        let names = String::from_utf8_lossy(list)
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .collect();
+        return Ok(BaseSource::Binaries(names));
+    }
+    Err(given)
 }
 
 fn export(args: ExportArgs) -> Result<()> {

@@ -17,6 +17,7 @@ pub mod output;
 pub mod packages;
 pub mod pipeline;
 pub mod progress;
+pub mod rootfs;
 pub mod s3;
 pub mod sandbox;
 pub mod stage;

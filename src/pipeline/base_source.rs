@@ -1,6 +1,7 @@
 //! Where a build's tree (layer 0) comes from: a bootstrapped base (cached), a directory, an OS
-//! image file, or an OS image in S3. Each is checked before anything runs, and none may overlap
-//! the work dir, whose chroot is deleted before the base is put there.
+//! image file, an OS image in S3, a root tarball or host binaries (src/rootfs). Each is checked
+//! before anything runs, and none may overlap the work dir, whose chroot is deleted before the
+//! base is put there.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,13 +28,20 @@ pub enum BaseSource {
     Image(PathBuf),
     /// An OS image in S3, downloaded into the work dir and verified by its sha256.
     S3 { url: S3Url, options: S3Options },
+    /// Any root tarball (`--base tarball:PATH`, e.g. `docker export`'s), gzip, zstd or plain.
+    Tarball(PathBuf),
+    /// Host programs and the libraries they load (`--base binaries:bash,ls`).
+    Binaries(Vec<String>),
 }
 
 impl BaseSource {
     /// The report's name for the step.
     pub fn step_name(&self) -> &'static str {
         match self {
-            BaseSource::Bootstrap { .. } | BaseSource::Tree(_) => "00-base",
+            BaseSource::Bootstrap { .. }
+            | BaseSource::Tree(_)
+            | BaseSource::Tarball(_)
+            | BaseSource::Binaries(_) => "00-base",
             BaseSource::Image(_) | BaseSource::S3 { .. } => "00-os-image",
         }
     }
@@ -44,7 +52,9 @@ impl BaseSource {
         let (given, flag) = match self {
             BaseSource::Bootstrap { tool, .. } => return Bootstrapper::choose(*tool).map(drop),
             BaseSource::S3 { .. } => return Ok(()),
+            BaseSource::Binaries(names) => return crate::rootfs::binaries::plan(names).map(drop),
             BaseSource::Tree(path) => (path, "--base"),
+            BaseSource::Tarball(path) => (path, "--base tarball:"),
             BaseSource::Image(path) => (path, "the OS image"),
         };
         let real = given.canonicalize().with_context(|| {
@@ -72,6 +82,7 @@ impl BaseSource {
                 "OS image {} is not a file: build one with build-os-image or pass s3://BUCKET/KEY",
                 given.display()
             ),
+            BaseSource::Tarball(_) => crate::rootfs::tarball::check(&real),
             _ => Ok(()),
         }
     }
@@ -113,6 +124,27 @@ impl BaseSource {
                 download.if_changed = true;
                 crate::s3::download::download(&download, reporter)?;
                 unpack_image(&local, chroot, reporter)
+            }
+            BaseSource::Tarball(path) => {
+                let step = reporter.step("unpack base tarball");
+                let started = Instant::now();
+                let (entries, verified) = crate::rootfs::tarball::provide(path, chroot)?;
+                step.finish(&format!("{entries} entries"), started.elapsed());
+                Ok(if verified {
+                    "ok (sha256 verified)"
+                } else {
+                    "ok"
+                })
+            }
+            BaseSource::Binaries(names) => {
+                let step = reporter.step("copy host binaries");
+                let started = Instant::now();
+                let plan = crate::rootfs::binaries::plan(names)?;
+                std::fs::create_dir_all(chroot)
+                    .map_err(|e| crate::fsutil::io_error(e, "creating", chroot))?;
+                let copied = crate::rootfs::binaries::build(&plan, chroot)?;
+                step.finish(&format!("{copied} files"), started.elapsed());
+                Ok("ok (host binaries)")
             }
         }
     }
