@@ -114,7 +114,7 @@ pub fn write_layout(plan: &ExportPlan, progress: &mut dyn FnMut(u64)) -> Result<
         .build()?;
     write_file(&temp.path().join("oci-layout"), &canonical(&layout)?)?;
 
-    // A directory cannot be replaced atomically unless it is empty; check_out_dir made sure.
+    // A directory can only be renamed onto an empty one; check_out_dir made sure it is.
     let staged = temp.keep();
     fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     if let Err(e) = fs::rename(&staged, out_dir) {
@@ -152,7 +152,8 @@ fn check_out_dir(out_dir: &Path) -> Result<()> {
                     out_dir.display()
                 );
             }
-            fs::remove_dir(out_dir).map_err(|e| crate::fsutil::io_error(e, "replacing", out_dir))
+            // rename(2) replaces an empty directory, so it stays until the layout is complete.
+            Ok(())
         }
         Ok(_) => bail!(
             "{} already exists and is not a directory: choose a new directory for the OCI layout",
