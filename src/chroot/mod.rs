@@ -5,6 +5,7 @@
 //! It never unmounts anything: every mount lives in a namespace that dies with the command.
 
 mod dev;
+pub mod inroot;
 pub mod mounts;
 pub mod policy_rc;
 
