@@ -84,7 +84,8 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
         .env_clear()
         .envs(clean_environment(|k| std::env::var_os(k)));
 
-    let guard = policy_rc::install(&root)?;
+    let tree = inroot::TreeRoot::open(&root)?;
+    let guard = policy_rc::install(&tree)?;
     let chroot_root = root.clone();
     let result = crate::sandbox::run_isolated(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
