@@ -135,9 +135,10 @@ pub struct ChrootExecArgs {
     /// Do not bind the host's /etc/resolv.conf.
     #[arg(long)]
     pub no_resolv_conf: bool,
-    /// Bind the host's /dev (loop devices included) instead of a minimal /dev.
-    #[arg(long)]
-    pub host_dev: bool,
+    /// Also bind this host device into the fresh /dev (repeatable; only what the command
+    /// needs, e.g. the loop device GRUB installs onto).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -347,7 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 root: args.root,
                 command: args.command,
                 resolv_conf: !args.no_resolv_conf,
-                host_dev: args.host_dev,
+                devices: args.devices,
             })?;
             return Ok(exit_code(code));
         }

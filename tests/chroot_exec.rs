@@ -4,7 +4,9 @@
 mod support;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use support::{busybox_root, eventually, mounts_below, processes_with, text, Fixture};
 
@@ -31,7 +33,7 @@ fn runs_inside_the_tree_with_fresh_namespaces_and_leaves_nothing() {
         r#"set -e
 echo "pid=$$"
 echo "env=$(env | sort | tr '\n' ' ')"
-hostname changed-inside
+if hostname changed-inside 2>/dev/null; then echo hostname-set; else echo hostname-denied; fi
 test -c /dev/null && test -c /dev/urandom && test -c /dev/tty && echo devices-ok
 test -e /dev/pts/ptmx && echo devpts-ok
 grep -q ' /proc proc ' /proc/mounts && echo proc-ok
@@ -60,6 +62,10 @@ exit 7"#,
         "{stdout}"
     );
     assert!(stdout.contains("policy=101"), "{stdout}");
+    assert!(
+        stdout.contains("hostname-denied"),
+        "no CAP_SYS_ADMIN, not even in its own UTS namespace: {stdout}"
+    );
     assert!(stdout.contains("resolv-ro"), "{stdout}");
     assert!(
         !stdout.contains("FOO_SECRET"),
@@ -170,4 +176,421 @@ fn sigkill_of_the_builder_mid_stage_leaves_no_mount_and_no_process() {
     );
     // No output under the final name.
     assert!(!f.output().exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sandbox: every escape a hostile OS image could try from inside chroot-exec fails, and the
+// host is checked to be unchanged afterwards.
+
+/// tests/support/sandbox_probe.c, compiled statically once (again when the source changes).
+fn sandbox_probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let source = support::repo().join("tests/support/sandbox_probe.c");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sandbox_probe");
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&out) > modified(&source) {
+            return out;
+        }
+        // Test binaries run at once may compile it together: each writes its own file and
+        // renames it into place.
+        let partial = out.with_extension(std::process::id().to_string());
+        let gcc = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&partial)
+            .arg(&source)
+            .output()
+            .expect("gcc runs (apt-get install gcc libc6-dev)");
+        assert!(
+            gcc.status.success(),
+            "gcc -static sandbox_probe.c: {}",
+            text(&gcc.stderr)
+        );
+        fs::rename(&partial, &out).unwrap();
+        out
+    })
+}
+
+/// A busybox tree with the probe at /bin/probe.
+fn probe_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    busybox_root(&root);
+    fs::copy(sandbox_probe(), root.join("bin/probe")).unwrap();
+    root
+}
+
+fn run_in(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(support::bin())
+        .arg("chroot-exec")
+        .arg(root)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Output of `sh -c script` inside, stdout and stderr together.
+fn shell_in(root: &Path, script: &str) -> (Option<i32>, String) {
+    let out = run_in(root, &["/bin/sh", "-c", script]);
+    (
+        out.status.code(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+#[test]
+fn a_double_chroot_from_inside_cannot_reach_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let marker = dir.path().join("escaped-marker");
+    let out = run_in(
+        &root,
+        &["/bin/probe", "chroot-escape", marker.to_str().unwrap()],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !marker.exists(),
+        "the double chroot() escape wrote {} on the host: {said}",
+        marker.display()
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("creating the host file failed"),
+        "chroot() itself is allowed, but climbing out finds only the tree: {said}"
+    );
+}
+
+#[test]
+fn host_sysctls_cannot_be_written_through_proc_sys() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let sysctl = "/proc/sys/kernel/printk_ratelimit_burst";
+    let before = fs::read_to_string(sysctl).unwrap();
+    let changed = before.trim().parse::<u32>().unwrap() + 1;
+    let (code, said) = shell_in(
+        &root,
+        &format!(
+            "if echo {changed} > {sysctl}; then echo sysctl-written; else echo sysctl-denied; fi
+             if echo h > /proc/sysrq-trigger; then echo sysrq-written; else echo sysrq-denied; fi
+             grep -E ' /proc/sys [a-z]+ ro[ ,]' /proc/mounts >/dev/null && echo proc-sys-ro"
+        ),
+    );
+    let after = fs::read_to_string(sysctl).unwrap();
+    if after != before {
+        fs::write(sysctl, &before).unwrap(); // put the host back before failing
+    }
+    assert_eq!(after, before, "the host's {sysctl} changed: {said}");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("sysctl-denied") && said.contains("sysrq-denied"),
+        "{said}"
+    );
+    assert!(said.contains("proc-sys-ro"), "{said}");
+}
+
+#[test]
+fn sys_is_read_only_and_cannot_be_remounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let (code, said) = shell_in(
+        &root,
+        "if mount -o remount,rw /sys; then echo remounted; else echo remount-denied; fi
+         if mount -t sysfs sysfs /tmp; then echo mounted; else echo mount-denied; fi
+         grep -E ' /sys sysfs ro[ ,]' /proc/mounts >/dev/null && echo sys-still-ro
+         if touch /sys/kernel/x 2>/dev/null; then echo sys-written; else echo sys-write-denied; fi
+         echo firmware-entries=$(ls /sys/firmware | wc -l)",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    for expected in [
+        "remount-denied",
+        "mount-denied",
+        "sys-still-ro",
+        "sys-write-denied",
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+    assert!(
+        said.contains("firmware-entries=0\n"),
+        "/sys/firmware is masked by an empty tmpfs: {said}"
+    );
+    assert!(mounts_below(&root).is_empty());
+}
+
+/// The major:minor of the block device holding the host's `/` (or any block device).
+fn a_host_block_device() -> (u64, u64) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_dev = mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&"/"))
+        .map(|f| f[2].to_string())
+        .unwrap();
+    let pick = if Path::new("/sys/dev/block").join(&root_dev).exists() {
+        root_dev
+    } else {
+        fs::read_dir("/sys/dev/block")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .next()
+            .expect("a block device on the host")
+    };
+    let (major, minor) = pick.split_once(':').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
+}
+
+#[test]
+fn a_block_device_of_the_host_disk_cannot_be_made_or_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let (major, minor) = a_host_block_device();
+    // An OS image can ship a device node anywhere in its tree: one is planted, as unpack of a
+    // hostile image would leave it.
+    nix::sys::stat::mknod(
+        &root.join("planted-disk"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .unwrap();
+    let (code, said) = shell_in(
+        &root,
+        &format!(
+            "if mknod /tmp/disk b {major} {minor}; then echo mknod-done; /bin/probe open-rw /tmp/disk; else echo mknod-denied; fi
+             /bin/probe open-rw /planted-disk || echo planted-denied
+             /bin/probe open-rw /dev/null-not-here 2>/dev/null; ls /dev"
+        ),
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("mknod-denied"), "{said}");
+    assert!(
+        said.contains("planted-denied") && !said.contains("read 512 bytes"),
+        "a device node shipped in the tree must not open: {said}"
+    );
+    let host_disk = format!("{major}:{minor}");
+    assert!(
+        !said.contains(&host_disk),
+        "no host disk in the fresh /dev: {said}"
+    );
+}
+
+fn lo_addresses() -> String {
+    text(
+        &Command::new("ip")
+            .args(["-o", "addr", "show", "dev", "lo"])
+            .output()
+            .expect("ip runs (apt-get install iproute2)")
+            .stdout,
+    )
+}
+
+#[test]
+fn the_host_network_is_reachable_but_cannot_be_reconfigured() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    // The link change asked for is a no-op (lo's own MTU), so even a broken sandbox leaves the
+    // host as it was; it is refused for lack of CAP_NET_ADMIN before the value is looked at.
+    let before = lo_addresses();
+    let (code, said) = shell_in(
+        &root,
+        "if ip addr add 127.77.77.77/32 dev lo; then echo addr-added; else echo addr-denied; fi
+         mtu=$(cat /sys/class/net/lo/mtu)
+         if ip link set lo mtu $mtu; then echo link-changed; else echo link-denied; fi
+         /bin/probe raw-socket || echo raw-denied
+         ip -o addr show dev lo | grep -q 127.0.0.1 && echo host-lo-visible",
+    );
+    let after = lo_addresses();
+    if after.contains("127.77.77.77") {
+        let _ = Command::new("ip")
+            .args(["addr", "del", "127.77.77.77/32", "dev", "lo"])
+            .status();
+    }
+    assert_eq!(after, before, "the host's lo changed: {said}");
+    assert_eq!(code, Some(0), "{said}");
+    for expected in [
+        "addr-denied",
+        "link-denied",
+        "raw-denied",
+        "host-lo-visible",
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+}
+
+#[test]
+fn kernel_files_in_proc_are_masked_or_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let (code, said) = shell_in(
+        &root,
+        "for f in kcore keys timer_list sched_debug kallsyms; do
+           test -e /proc/$f && echo $f=$(cat /proc/$f 2>/dev/null | wc -c)
+         done
+         for d in acpi scsi; do test -d /proc/$d && echo $d=$(ls /proc/$d | wc -l); done
+         for p in sys sysrq-trigger irq bus; do
+           grep -qE \" /proc/$p [a-z]+ ro[ ,]\" /proc/mounts && echo $p=ro
+         done",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    // Kernels differ in what /proc has (this one may lack kcore or sysrq): every one the host
+    // has must be hidden inside, and some must exist, or the test would prove nothing.
+    let host_has = |p: &str| Path::new("/proc").join(p).exists();
+    let masked: Vec<_> = ["kcore", "keys", "timer_list", "sched_debug", "kallsyms"]
+        .into_iter()
+        .filter(|f| host_has(f))
+        .collect();
+    assert!(
+        masked.len() >= 2,
+        "the host has {masked:?} of /proc's kernel files"
+    );
+    for file in masked {
+        assert!(
+            said.contains(&format!("{file}=0\n")),
+            "/proc/{file} reads empty: {said}"
+        );
+    }
+    for dir in ["acpi", "scsi"].into_iter().filter(|d| host_has(d)) {
+        assert!(
+            said.contains(&format!("{dir}=0\n")),
+            "/proc/{dir} is empty: {said}"
+        );
+    }
+    for path in ["sys", "sysrq-trigger", "irq", "bus"]
+        .into_iter()
+        .filter(|p| host_has(p))
+    {
+        assert!(said.contains(&format!("{path}=ro")), "/proc/{path}: {said}");
+    }
+    assert!(said.contains("sys=ro"), "{said}");
+}
+
+/// Capability numbers (linux/capability.h) the sandbox must never hand out.
+const DENIED_CAPS: &[(&str, u32)] = &[
+    ("DAC_READ_SEARCH", 2),
+    ("LINUX_IMMUTABLE", 9),
+    ("NET_BIND_SERVICE", 10),
+    ("NET_ADMIN", 12),
+    ("NET_RAW", 13),
+    ("SYS_MODULE", 16),
+    ("SYS_RAWIO", 17),
+    ("SYS_PTRACE", 19),
+    ("SYS_ADMIN", 21),
+    ("SYS_BOOT", 22),
+    ("SYS_TIME", 25),
+    ("MKNOD", 27),
+    ("MAC_ADMIN", 33),
+    ("SYSLOG", 34),
+    ("PERFMON", 38),
+    ("BPF", 39),
+];
+
+#[test]
+fn capabilities_no_new_privs_and_seccomp_are_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let (code, said) = shell_in(
+        &root,
+        "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap_or_else(|| panic!("{set} in {said}"));
+        let bits = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        for (name, bit) in DENIED_CAPS {
+            assert_eq!(bits & (1 << bit), 0, "CAP_{name} in {set}: {said}");
+        }
+    }
+    assert!(said.contains("NoNewPrivs:\t1"), "{said}");
+    assert!(said.contains("Seccomp:\t2"), "a seccomp filter: {said}");
+}
+
+#[test]
+fn modules_the_clock_keyrings_and_user_namespaces_are_out_of_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    fs::write(root.join("tmp/evil.ko"), b"\x7fELF not really a module").unwrap();
+    // Setting the clock to the time it already has: even a broken sandbox changes nothing.
+    let (code, said) = shell_in(
+        &root,
+        "insmod /tmp/evil.ko; echo insmod=$?
+         date -s @$(date +%s) >/dev/null
+         /bin/probe keyctl; echo keyctl=$?
+         /bin/probe userns; echo userns=$?
+         unshare -U true; echo unshare=$?",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    for step in ["insmod", "keyctl", "userns", "unshare"] {
+        assert!(
+            !said.contains(&format!("{step}=0\n")),
+            "{step} succeeded: {said}"
+        );
+    }
+    // Refused for lack of privilege, not for a bad argument.
+    if Path::new("/proc/modules").exists() {
+        assert!(
+            said.contains("can't insert '/tmp/evil.ko': Operation not permitted"),
+            "{said}"
+        );
+    }
+    for refusal in [
+        "can't set date: Operation not permitted",
+        "keyctl(KEYCTL_GET_KEYRING_ID, user keyring) failed: Operation not permitted",
+        "unshare(CLONE_NEWUSER) failed: Operation not permitted",
+        "unshare(0x10000000): Operation not permitted",
+    ] {
+        assert!(said.contains(refusal), "{refusal}: {said}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What must keep working inside the sandbox: apt, for real.
+
+#[test]
+fn apt_get_install_of_a_package_with_a_service_works_and_starts_nothing() {
+    let (image, _) = support::default_os_image();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let unpack = Command::new(support::bin())
+        .arg("unpack")
+        .arg(&image)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "{}", text(&unpack.stderr));
+    assert!(
+        !root.join("usr/sbin/atd").exists(),
+        "the OS image must not have `at` already"
+    );
+    // at's postinst starts atd through deb-systemd-invoke / invoke-rc.d, which ask policy-rc.d.
+    let out = run_in(
+        &root,
+        &[
+            "/bin/bash",
+            "-ec",
+            "apt-get update -q
+             apt-get install -y -q --no-install-recommends at
+             dpkg-query -W -f='status=${Status}\n' at",
+        ],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "apt-get install at failed:\n{said}");
+    assert!(said.contains("status=install ok installed"), "{said}");
+    assert!(
+        said.contains("policy-rc.d denied execution") || said.contains("policy-rc.d returned 101"),
+        "the service start was asked for and refused: {said}"
+    );
+    assert!(root.join("usr/sbin/atd").exists());
+    assert!(
+        processes_with("/usr/sbin/atd").is_empty() && processes_with(" atd").is_empty(),
+        "no atd runs"
+    );
+    assert!(
+        !root.join("usr/sbin/policy-rc.d").exists(),
+        "policy-rc.d removed"
+    );
+    assert!(mounts_below(&root).is_empty(), "{:?}", mounts_below(&root));
 }

@@ -20,7 +20,7 @@ pub fn repo() -> PathBuf {
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc",
     "test", "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf",
-    "kill", "sed",
+    "kill", "sed", "chroot", "mknod", "ip", "insmod", "date", "unshare", "umount", "ln", "dd",
 ];
 
 /// A root tree with busybox-static and its applets: enough for stages that run shell code.
