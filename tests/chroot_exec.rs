@@ -594,3 +594,305 @@ fn apt_get_install_of_a_package_with_a_service_works_and_starts_nothing() {
     );
     assert!(mounts_below(&root).is_empty(), "{:?}", mounts_below(&root));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trees whose symlinks point at the host: chroot-exec writes nothing there and deletes nothing.
+
+/// Every entry below `dir`: path, kind, mode and contents (symlink targets for links).
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut entries = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let what = if meta.is_dir() {
+            let mut children: Vec<_> = fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            children.sort();
+            stack.extend(children);
+            "dir".to_string()
+        } else if meta.file_type().is_symlink() {
+            format!("-> {}", fs::read_link(&path).unwrap().display())
+        } else {
+            format!("{:?}", text(&fs::read(&path).unwrap()))
+        };
+        use std::os::unix::fs::MetadataExt;
+        entries.push(format!("{} {:o} {what}", path.display(), meta.mode()));
+    }
+    entries
+}
+
+/// A host directory that no tree may touch. With `policy`, its `sbin` holds a policy-rc.d that
+/// is byte for byte ours: exactly what a clean-up following the tree's symlinks would delete.
+/// Without, its `sbin` is where a write following them would land.
+fn host_canary(dir: &Path, policy: bool) -> PathBuf {
+    let host = dir.join("host");
+    fs::create_dir_all(host.join("sbin")).unwrap();
+    if policy {
+        fs::write(
+            host.join("sbin/policy-rc.d"),
+            stemcell_builder::chroot::policy_rc::CONTENT,
+        )
+        .unwrap();
+    }
+    fs::write(host.join("resolv.conf"), "nameserver 192.0.2.1\n").unwrap();
+    fs::write(host.join("canary"), "host file\n").unwrap();
+    host
+}
+
+fn replace_with_symlink(root: &Path, entry: &str, target: &Path) {
+    let path = root.join(entry);
+    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        fs::remove_dir_all(&path).unwrap();
+    } else {
+        let _ = fs::remove_file(&path);
+    }
+    std::os::unix::fs::symlink(target, &path).unwrap();
+}
+
+#[test]
+fn a_tree_whose_usr_or_etc_points_at_the_host_gets_nothing_written_or_deleted_there() {
+    for (entry, host_part) in [
+        ("usr", ""),
+        ("usr/sbin", "sbin"),
+        ("etc", ""),
+        ("etc/resolv.conf", "resolv.conf"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = probe_root(dir.path());
+        let host = host_canary(dir.path(), false);
+        let target = if host_part.is_empty() {
+            host.clone()
+        } else {
+            host.join(host_part)
+        };
+        replace_with_symlink(&root, entry, &target);
+        let before = snapshot(&host);
+        // The host directory is looked at while the command runs: policy-rc.d is in place then.
+        let mut child = Command::new(support::bin())
+            .arg("chroot-exec")
+            .arg(&root)
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "touch /started; while [ ! -e /stop ]; do sleep 0.05; done; cat /etc/resolv.conf",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = eventually(10, || root.join("started").exists());
+        let during = snapshot(&host);
+        // The command ends before any assertion, so a failure leaves no process behind.
+        fs::write(root.join("stop"), "").unwrap();
+        if !started {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            started,
+            "{entry}: the command started: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(during, before, "{entry}: host changed during the run");
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{entry}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stdout).contains("192.0.2.1"),
+            "{entry}: the host directory's resolv.conf is not the tree's"
+        );
+        assert_eq!(snapshot(&host), before, "{entry}: host changed");
+        assert!(mounts_below(dir.path()).is_empty(), "{entry}");
+    }
+}
+
+#[test]
+fn the_build_clean_up_never_deletes_a_hosts_policy_rc_d() {
+    let f = Fixture::new();
+    let host = host_canary(f.path(), true);
+    replace_with_symlink(&f.base(), "usr", &host);
+    let before = snapshot(&host);
+    f.collection(&["noop"]);
+    f.stage("noop", "true");
+    let out = f.build(&[]);
+    assert_eq!(snapshot(&host), before, "build: {}", text(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties, over generated inputs (bounded: CI runs them every time).
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A command-line argument: any bytes but NUL, which argv cannot hold.
+    fn argument() -> impl Strategy<Value = OsString> {
+        proptest::collection::vec(1u8..=255, 0..40).prop_map(OsString::from_vec)
+    }
+
+    /// One probe tree, made once: the properties only read it.
+    fn shared_root() -> &'static Path {
+        static ROOT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+        &ROOT
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let root = probe_root(dir.path());
+                (dir, root)
+            })
+            .1
+    }
+
+    proptest! {
+        #![proptest_config(config(40))]
+
+        #[test]
+        fn argv_and_exit_status_pass_through_unchanged(
+            args in proptest::collection::vec(argument(), 0..6),
+            code in 0u8..=255,
+        ) {
+            let root = shared_root();
+            let out = Command::new(support::bin())
+                .arg("chroot-exec")
+                .arg(root)
+                .args(["--", "/bin/probe", "args", &code.to_string()])
+                .args(&args)
+                .output()
+                .unwrap();
+            prop_assert_eq!(out.status.code(), Some(code as i32), "{}", text(&out.stderr));
+            let mut expected = vec![];
+            for arg in &args {
+                expected.extend_from_slice(arg.as_bytes());
+                expected.push(0);
+            }
+            prop_assert_eq!(out.stdout, expected);
+        }
+    }
+
+    /// What an entry of a generated tree is.
+    #[derive(Debug, Clone, Copy)]
+    enum Shape {
+        Unchanged,
+        Missing,
+        Dir,
+        File,
+        ToHostDir,
+        ToHostFile,
+        ClimbingToHost,
+        Dangling,
+        Loop,
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        prop_oneof![
+            Just(Shape::Unchanged),
+            Just(Shape::Missing),
+            Just(Shape::Dir),
+            Just(Shape::File),
+            Just(Shape::ToHostDir),
+            Just(Shape::ToHostFile),
+            Just(Shape::ClimbingToHost),
+            Just(Shape::Dangling),
+            Just(Shape::Loop),
+        ]
+    }
+
+    /// Entries chroot-exec reads, writes or mounts onto, parents first.
+    const ENTRIES: &[&str] = &[
+        "usr",
+        "usr/sbin",
+        "usr/sbin/policy-rc.d",
+        "etc",
+        "etc/resolv.conf",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+    ];
+
+    fn shape_tree(root: &Path, host: &Path, shapes: &[Shape]) {
+        for (entry, shape) in ENTRIES.iter().zip(shapes) {
+            let path = root.join(entry);
+            // A parent made a symlink or a file: its children cannot be shaped.
+            if !fs::symlink_metadata(path.parent().unwrap()).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let link = |target: PathBuf| replace_with_symlink(root, entry, &target);
+            let depth = entry.matches('/').count() + root.components().count() + 2;
+            match shape {
+                Shape::Unchanged => {}
+                Shape::Missing => {
+                    let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+                }
+                Shape::Dir => {
+                    let _ = fs::remove_file(&path);
+                    let _ = fs::create_dir(&path);
+                }
+                Shape::File => {
+                    let _ = fs::remove_dir_all(&path);
+                    fs::write(&path, "tree file\n").unwrap();
+                }
+                Shape::ToHostDir => link(host.join("sbin")),
+                Shape::ToHostFile => link(host.join("canary")),
+                Shape::ClimbingToHost => {
+                    link(PathBuf::from("../".repeat(depth)).join(host.strip_prefix("/").unwrap()))
+                }
+                Shape::Dangling => link(host.join("does-not-exist")),
+                Shape::Loop => link(PathBuf::from(entry.rsplit('/').next().unwrap())),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(40))]
+
+        #[test]
+        fn generated_trees_never_touch_the_host(
+            shapes in proptest::collection::vec(shape(), ENTRIES.len()),
+            host_policy in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = probe_root(dir.path());
+            let host = host_canary(dir.path(), host_policy);
+            shape_tree(&root, &host, &shapes);
+            let before = snapshot(&host);
+            let out = Command::new(support::bin())
+                .arg("chroot-exec")
+                .arg(&root)
+                .args(["--", "/bin/sh", "-c", "echo x > /tmp/x 2>/dev/null; true"])
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            prop_assert_eq!(snapshot(&host), before, "{}", stderr);
+            prop_assert!(mounts_below(dir.path()).is_empty());
+            // It runs, or it refuses with one line that says why.
+            if !out.status.success() {
+                prop_assert_eq!(stderr.lines().count(), 1, "{}", stderr);
+                prop_assert!(stderr.contains("in the tree"), "{}", stderr);
+            }
+            let real_dirs = ["usr", "usr/sbin"]
+                .iter()
+                .all(|d| fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()));
+            let ours = fs::symlink_metadata(root.join("usr/sbin/policy-rc.d"))
+                .is_ok_and(|m| m.is_file())
+                && fs::read_to_string(root.join("usr/sbin/policy-rc.d")).unwrap()
+                    == stemcell_builder::chroot::policy_rc::CONTENT;
+            prop_assert!(!(real_dirs && ours), "our policy-rc.d is removed after the run");
+        }
+    }
+}
