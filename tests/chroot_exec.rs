@@ -546,6 +546,73 @@ fn modules_the_clock_keyrings_and_user_namespaces_are_out_of_reach() {
     }
 }
 
+/// A loop device over `file`, detached when dropped, a failing test included.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn attach(file: &Path) -> LoopDevice {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup runs (util-linux)");
+        assert!(out.status.success(), "losetup: {}", text(&out.stderr));
+        LoopDevice(text(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn device_binds_exactly_the_devices_named_and_refuses_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    let disk = dir.path().join("disk.img");
+    fs::write(&disk, vec![0x55u8; 1 << 20]).unwrap();
+    let device = LoopDevice::attach(&disk);
+    let out = Command::new(support::bin())
+        .arg("chroot-exec")
+        .args(["--device", &device.0])
+        .arg(&root)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("ls /dev; /bin/probe open-rw {}", device.0),
+        ])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("read 512 bytes from {}", device.0)),
+        "{said}"
+    );
+    let name = device.0.trim_start_matches("/dev/");
+    let loops: Vec<&str> = said.lines().filter(|l| l.starts_with("loop")).collect();
+    assert_eq!(loops, [name], "only the device named: {said}");
+
+    for bad in ["/etc/passwd", "/dev/../etc/passwd", "/dev/no-such-device"] {
+        let out = Command::new(support::bin())
+            .args(["chroot-exec", "--device", bad])
+            .arg(&root)
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("--device {bad}: not a device node under /dev")),
+            "{err}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // What must keep working inside the sandbox: apt, for real.
 
