@@ -465,6 +465,38 @@ fn kernel_files_in_proc_are_masked_or_read_only() {
     assert!(said.contains("sys=ro"), "{said}");
 }
 
+#[test]
+fn descriptors_the_caller_left_open_do_not_reach_the_command() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = probe_root(dir.path());
+    // A stage script with an fd on a host directory (`exec 7</`): openat(7, "..") would be a
+    // way out of the tree.
+    let host_dir = fs::File::open(dir.path()).unwrap();
+    let raw = host_dir.as_raw_fd();
+    let mut command = Command::new(support::bin());
+    command.arg("chroot-exec").arg(&root).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "if [ -e /proc/self/fd/7 ]; then echo fd7-open; ls /proc/self/fd/7/; else echo fd7-closed; fi",
+    ]);
+    // SAFETY: dup2 is async-signal-safe; it runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("fd7-closed"), "{said}");
+}
+
 /// Capability numbers (linux/capability.h) the sandbox must never hand out.
 const DENIED_CAPS: &[(&str, u32)] = &[
     ("DAC_READ_SEARCH", 2),
