@@ -162,6 +162,10 @@ pub struct UnpackArgs {
     /// Do not check the .sha256 sidecar.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which device nodes to create: dev (only under dev/; any other is refused), all (for an
+    /// image you trust), none (skip them all).
+    #[arg(long, value_enum, default_value = "dev")]
+    pub devices: archive::DevicePolicy,
 }
 
 /// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
@@ -360,6 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
+            crate::stage::process::install_interrupt_handler();
             let files = crate::os_image::write_os_image(
                 &args.source,
                 &args.output,
@@ -369,6 +374,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
+            crate::stage::process::install_interrupt_handler();
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 bail!(
                     "{} is not empty: unpack into a new or empty directory",
@@ -380,6 +386,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.target,
                 &UnpackOptions {
                     skip_checksum: args.no_verify,
+                    devices: args.devices,
                 },
             )?;
             let verified = if summary.checksum_verified {
@@ -387,8 +394,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 "no .sha256 beside it"
             };
+            let skipped = match summary.skipped_devices {
+                0 => String::new(),
+                n => format!("; skipped {n} device nodes (--devices none)"),
+            };
             println!(
-                "unpacked {} entries into {} ({verified})",
+                "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
             );

@@ -172,6 +172,7 @@ fn copy_base(given: &Path, chroot: &Path) -> Result<()> {
             chroot,
             &UnpackOptions {
                 skip_checksum: true,
+                ..UnpackOptions::default()
             },
         )
         .map(drop)
