@@ -23,4 +23,5 @@ pub mod sandbox;
 pub mod settings;
 pub mod stage;
 pub mod stemcell;
+pub mod tree_read;
 pub mod workspace;
