@@ -449,9 +449,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
             print!("{}", found.manifest_text);
             println!(
-                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
-                found.image_files.len(),
+                found.image_holds.join(", "),
                 found.packages
             );
         }
