@@ -1063,3 +1063,38 @@ fn pack_reads_the_trees_dpkg_status_never_the_hosts() {
         }
     }
 }
+
+#[test]
+fn xattr_values_holding_newlines_survive() {
+    // cap_dac_override and cap_fowner are bits 1 and 3: the capability's first byte is 0x0a.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("tool"), "elf").unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_dac_override,cap_fowner+ep")
+        .arg(tree.join("tool"))
+        .status()
+        .unwrap();
+    assert!(setcap.success());
+    let before = xattr::get(tree.join("tool"), "security.capability")
+        .unwrap()
+        .unwrap();
+    assert!(before.contains(&b'\n'), "{before:?}");
+    xattr::set(tree.join("tool"), "user.lines", b"one\ntwo\n").unwrap();
+    let image = dir.path().join("os.tgz");
+    assert!(pack(&tree, &image, &[]).status.success());
+    let target = dir.path().join("t");
+    let out = sb(&["unpack".as_ref(), image.as_os_str(), target.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        xattr::get(target.join("tool"), "security.capability").unwrap(),
+        Some(before)
+    );
+    assert_eq!(
+        xattr::get(target.join("tool"), "user.lines")
+            .unwrap()
+            .as_deref(),
+        Some(&b"one\ntwo\n"[..])
+    );
+}

@@ -351,6 +351,41 @@ fn stream_error(state: &StreamState, limit: u64, seen: u64, err: &io::Error) -> 
     }
 }
 
+/// A pax record: key, value.
+type Record<'a> = (&'a [u8], &'a [u8]);
+
+/// `LEN KEY=VALUE\n` records, split by their lengths: values are bytes (file capabilities
+/// and other xattrs hold newlines), so splitting on newlines, as the tar crate's
+/// `PaxExtensions` does, misreads them.
+fn records(data: &[u8]) -> Result<Vec<Record<'_>>, String> {
+    let mut out = vec![];
+    let mut rest = data;
+    // Some writers pad the header's data with NULs.
+    while !rest.is_empty() && rest.iter().any(|b| *b != 0) {
+        let space = rest
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or("a record without a length")?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or("a record with a bad length")?;
+        if len <= space + 1 || len > rest.len() {
+            return Err(format!("a record of {len} bytes in {} left", rest.len()));
+        }
+        let record = rest[space + 1..len]
+            .strip_suffix(b"\n")
+            .ok_or("a record that does not end in a newline")?;
+        let eq = record
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or("a record without '='")?;
+        out.push((&record[..eq], &record[eq + 1..]));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
 /// The pax records an OS image uses.
 #[derive(Default)]
 struct Pax {
@@ -367,10 +402,7 @@ struct Pax {
 impl Pax {
     fn parse(data: &[u8]) -> Result<Self, String> {
         let mut out = Pax::default();
-        for record in tar::PaxExtensions::new(data) {
-            let record = record.map_err(|e| clean(&e.to_string()))?;
-            let key = record.key_bytes();
-            let value = record.value_bytes();
+        for (key, value) in records(data)? {
             let number = || -> Result<&str, String> {
                 std::str::from_utf8(value).map_err(|_| format!("{} is not a number", quote(key)))
             };
@@ -402,5 +434,31 @@ impl Pax {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_values_may_hold_newlines() {
+        let value = b"\x01\x00\x00\x02\n\x00\n";
+        let mut data = b"33 SCHILY.xattr.security.capability=".to_vec();
+        data.extend_from_slice(value);
+        data.push(b'\n');
+        let len = data.len();
+        let data = [format!("{len}").into_bytes(), data[2..].to_vec()].concat();
+        let pax = Pax::parse(&data).unwrap();
+        assert_eq!(
+            pax.xattrs,
+            vec![(b"security.capability".to_vec(), value.to_vec())]
+        );
+        assert!(Pax::parse(b"99 path=x\n").is_err());
+        assert!(Pax::parse(b"12 pathx\n").is_err());
+        assert_eq!(
+            Pax::parse(b"11 path=ab\n\0\0").unwrap().path,
+            Some(b"ab".to_vec())
+        );
     }
 }
