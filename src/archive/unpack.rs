@@ -424,9 +424,7 @@ impl Extractor<'_> {
                             return Ok(());
                         }
                         DevicePolicy::Dev => {
-                            if relative.components().next()
-                                != Some(Component::Normal(OsStr::new("dev")))
-                            {
+                            if !under_dev(&relative) {
                                 return Err(refuse(&format!(
                                     "is {what} outside dev/ (pass --devices all to create it anyway, for an image you trust)"
                                 )));
@@ -676,6 +674,11 @@ fn xattr_failure(err: Errno, name: &[u8], path: &Path) -> Failure {
     }
 }
 
+/// Whether `relative` lies below `dev/` (not `dev` itself).
+fn under_dev(relative: &Path) -> bool {
+    relative != Path::new("dev") && relative.starts_with("dev")
+}
+
 /// Whether `path` lies strictly below `dir` (every path lies below the target's root, "").
 fn is_inside(path: &Path, dir: &Path) -> bool {
     path != dir && path.starts_with(dir)
@@ -709,6 +712,15 @@ mod tests {
         assert_eq!(confine(b"./").unwrap(), Path::new(""));
         assert!(confine(b"/etc/passwd").is_err());
         assert!(confine(b"./usr/../../etc").is_err());
+    }
+
+    #[test]
+    fn devices_go_under_dev_only() {
+        assert!(under_dev(Path::new("dev/null")));
+        assert!(under_dev(Path::new("dev/pts/ptmx")));
+        assert!(!under_dev(Path::new("dev")));
+        assert!(!under_dev(Path::new("devices/sda")));
+        assert!(!under_dev(Path::new("home/dev/sda")));
     }
 
     #[test]
