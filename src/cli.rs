@@ -49,6 +49,9 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Compare two package lists; bump a semver file only when a package changed (exit 0
+    /// bumped, 3 nothing changed, 1 error).
+    Bump(BumpArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox {
@@ -305,6 +308,23 @@ pub struct DoctorArgs {
     pub work_dir: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct BumpArgs {
+    /// The previous OS image's .packages.txt.
+    #[arg(long)]
+    pub previous: PathBuf,
+    /// The new OS image's .packages.txt.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// File holding one semantic version (e.g. Concourse's version/number), rewritten when bumped.
+    #[arg(long)]
+    pub version_file: PathBuf,
+    #[arg(long, value_enum, default_value = "patch")]
+    pub level: crate::bump::Level,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::bump::Format,
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -457,6 +477,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for file in crate::disk::build(&plan, &Reporter::detect())? {
                 println!("wrote {}", file.display());
             }
+        }
+        Command::Bump(a) => {
+            return crate::bump::main(&crate::bump::BumpPlan {
+                previous: a.previous,
+                current: a.current,
+                version_file: a.version_file,
+                level: a.level,
+                format: a.format,
+            })
         }
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));

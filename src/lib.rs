@@ -4,6 +4,7 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod bump;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
