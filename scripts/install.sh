@@ -16,7 +16,7 @@ fi
 runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz fdisk e2fsprogs util-linux"
 # Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
 # python3-venv for the test tools from PyPI (S3 server, SBOM validators).
-tests="busybox-static libcap2-bin attr python3-venv"
+tests="busybox-static libcap2-bin attr python3-venv vagrant"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word lists
