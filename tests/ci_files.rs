@@ -381,6 +381,7 @@ fn task_files_use_only_keys_concourse_accepts() {
 
 #[test]
 fn task_scripts_use_exactly_what_their_task_files_declare() {
+    let sets_task_dir = Regex::new(r"(?m)^task_dir=(\$PWD|\$\(pwd\))$").unwrap();
     for file in task_files() {
         let task = Task::load(&file);
         let script_path = task.script();
@@ -398,9 +399,7 @@ fn task_scripts_use_exactly_what_their_task_files_declare() {
         );
         let script = fs::read_to_string(&script_path).unwrap();
         assert!(
-            Regex::new(r"(?m)^task_dir=(\$PWD|\$\(pwd\))$")
-                .unwrap()
-                .is_match(&script),
+            sets_task_dir.is_match(&script),
             "{}: sets task_dir=$PWD before using it (inputs are found relative to it)",
             script_path.display()
         );
@@ -910,7 +909,7 @@ fn stemcells_pipeline_bumps_on_a_schedule_and_fans_out_one_job_per_iaas() {
         assert!(
             job.gets.iter().any(|(r, trigger, passed)| r == version
                 && *trigger
-                && passed == &[os_job.name.clone()]),
+                && passed == std::slice::from_ref(&os_job.name)),
             "{} triggers on the version the OS-image job bumped",
             job.name
         );
