@@ -744,7 +744,7 @@ fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
 }
 
-fn host_arch() -> String {
+pub fn host_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
