@@ -325,7 +325,25 @@ pub struct BumpArgs {
     pub format: crate::bump::Format,
 }
 
+/// Variables the flags fall back to. Set but empty (`HYPERVISOR=` in a CI task's params) means
+/// "not given", as for the reference builder's rake tasks, not "the empty value".
+const FLAG_VARIABLES: &[&str] = &[
+    "STEMCELL_BUILDER_STAGES_DIR",
+    "STEMCELL_BUILDER_ASSETS_DIR",
+    "resume_from",
+    "IAAS",
+    "HYPERVISOR",
+    "OS_NAME",
+    "OS_VERSION",
+];
+
 pub fn main() -> ExitCode {
+    for name in FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -205,3 +205,38 @@ fn ctrl_c_mid_stage_stops_cleanly_with_nothing_left() {
         "no output, no temp file"
     );
 }
+
+#[test]
+fn empty_reference_variables_count_as_unset() {
+    // As a CI task passes unset params: HYPERVISOR= must mean the IaaS's default, not "".
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-os-image.tgz");
+    let out = sb()
+        .args([
+            "build-stemcell",
+            "--version",
+            "1",
+            "--agent",
+            "/bin/true",
+            "--os-image",
+        ])
+        .arg(&missing)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env("IAAS", "warden")
+        .env("HYPERVISOR", "")
+        .env("resume_from", "")
+        .env("STEMCELL_BUILDER_STAGES_DIR", "")
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("OS image {} does not exist", missing.display()))
+            && err.contains("build-os-image"),
+        "the first problem is the missing image, not the empty variables: {err}"
+    );
+    assert!(!dir.path().join("work").exists(), "nothing ran");
+}
