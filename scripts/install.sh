@@ -16,8 +16,9 @@ fi
 runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz fdisk e2fsprogs util-linux"
 # Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
 # python3-venv for the test tools from PyPI (S3 server, SBOM validators), GNU time for a
-# command's own peak memory (its fork starts clean, unlike a child of the big test process).
-tests="busybox-static libcap2-bin attr python3-venv time"
+# command's own peak memory (its fork starts clean, unlike a child of the big test process),
+# vagrant to validate the Vagrantfile.
+tests="busybox-static libcap2-bin attr python3-venv time vagrant"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word lists

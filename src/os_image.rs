@@ -1,188 +1,62 @@
-//! `build-os-image`: base, OS stages in the chroot, then the archive with its sidecars.
+//! The OS image artifact: the packager of `build-os-image` (and `pack`): the archive of the
+//! tree with its `.sha256` and `.packages.txt` sidecars.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::archive::{self, Compression, PackOptions, PackSummary, UnpackOptions};
-use crate::base::{self, BaseSpec};
+use crate::archive::{self, Compression, PackOptions, PackSummary};
 use crate::checksum::{self, HashingWriter};
-use crate::collections::{self, Stage};
-use crate::os::OsDefinition;
 use crate::output::PendingOutput;
+use crate::pipeline::settings::{BuildSettings, OsIdentity};
+use crate::pipeline::workspace::Workspace;
+use crate::pipeline::Packager;
 use crate::progress::Reporter;
-use crate::settings::BuildSettings;
-use crate::stage::report::Report;
-use crate::stage::{run_stages, RunPlan};
 
+/// `build-os-image`'s packager: the archive and its sidecars.
 #[derive(Debug, Clone)]
-pub struct OsImagePlan {
-    pub os: OsDefinition,
-    pub collection: Option<String>,
-    pub arch: String,
-    pub mirror: Option<String>,
-    pub keyring: Option<PathBuf>,
-    pub work_dir: PathBuf,
-    pub stages_dir: PathBuf,
+pub struct OsImagePackager {
     pub output: PathBuf,
-    pub resume_from: Option<String>,
-    pub overrides: Vec<String>,
-    pub cache_dir: Option<PathBuf>,
-    /// Start from this tree or OS image instead of bootstrapping.
-    pub base: Option<PathBuf>,
     pub compression: Compression,
-    pub bootstrapper: base::BootstrapChoice,
-    pub resume_command: String,
 }
 
-impl OsImagePlan {
-    pub fn collection_name(&self) -> &str {
-        self.collection.as_deref().unwrap_or(&self.os.collection)
+impl Packager for OsImagePackager {
+    fn step_name(&self) -> &'static str {
+        "archive"
     }
 
-    pub fn stages(&self) -> Result<Vec<Stage>> {
-        Ok(collections::load_collection(
-            &self.stages_dir,
-            self.collection_name(),
-        )?)
-    }
-
-    pub fn settings(&self) -> Result<BuildSettings> {
-        let mut s = BuildSettings::default();
-        s.set("os", &self.os.name)?;
-        s.set("os_name", &self.os.os_name)?;
-        s.set("os_version", &self.os.os_version)?;
-        s.set("os_suite", &self.os.suite)?;
-        s.set("arch", &self.arch)?;
-        s.set("variant", &self.os.variant)?;
-        s.set("mirror", self.mirror.clone().unwrap_or_default())?;
-        s.set("os_components", self.os.components.join(" "))?;
-        s.set("os_packages", self.os.packages.join(" "))?;
-        // The reference builder's names, so its stages read naturally here.
-        s.set("stemcell_operating_system", &self.os.os_name)?;
-        s.set("stemcell_operating_system_version", &self.os.os_version)?;
-        s.set("DISTRIB_CODENAME", &self.os.suite)?;
-        s.set("stemcell_version", "0000")?;
-        s.apply_overrides(&self.overrides)?;
-        Ok(s)
-    }
-}
-
-pub fn build(plan: &OsImagePlan, reporter: &Reporter) -> Result<()> {
-    // Everything that can be wrong with the input is found before anything runs.
-    let stages = plan.stages()?;
-    let start_at = match &plan.resume_from {
-        Some(name) => collections::position_of(&stages, name)?,
-        None => 0,
-    };
-    let settings = plan.settings()?;
-    let keyring = plan.os.resolve_keyring(plan.keyring.as_deref())?;
-    if let Some(parent) = plan.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            bail!(
-                "output directory {} does not exist: create it or choose another --output",
-                parent.display()
-            );
+    fn check(&self) -> Result<()> {
+        if self.output.as_os_str().is_empty() {
+            bail!("--output is empty: pass the OS image's file name, e.g. --output os-image.tgz");
         }
-    }
-    let bootstrapper = match (&plan.base, &plan.resume_from) {
-        (None, None) => Some(base::Bootstrapper::choose(plan.bootstrapper)?),
-        _ => None,
-    };
-    let workspace = crate::workspace::Workspace::open(&plan.work_dir)?;
-    let (work, chroot) = (&workspace.work, &workspace.chroot);
-    let mut report = Report::default();
-
-    let result = (|| -> Result<()> {
-        if plan.resume_from.is_some() {
-            workspace.require_base()?;
-        } else {
-            let started = Instant::now();
-            workspace.reset()?;
-            let status = match &plan.base {
-                Some(given) => {
-                    copy_base(given, chroot)?;
-                    "ok (given)"
-                }
-                None => match base::provide(
-                    &BaseSpec {
-                        suite: plan.os.suite.clone(),
-                        arch: plan.arch.clone(),
-                        variant: plan.os.variant.clone(),
-                        components: plan.os.components.clone(),
-                        mirror: plan.mirror.clone(),
-                        keyring: keyring.clone(),
-                        packages: plan.os.packages.clone(),
-                        bootstrapper: bootstrapper.expect("chosen when bootstrapping"),
-                    },
-                    plan.cache_dir.as_deref(),
-                    chroot,
-                    &workspace.log("00-base.log"),
-                    reporter,
-                )? {
-                    base::BaseSource::Cache(_) => "ok (cache)",
-                    base::BaseSource::Bootstrapped(_) => "ok",
-                },
-            };
-            workspace.mark_base_done()?;
-            report.add("00-base", started.elapsed(), status);
+        if let Some(parent) = self.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                bail!(
+                    "output directory {} does not exist: create it or choose another --output",
+                    parent.display()
+                );
+            }
         }
-        let run = RunPlan {
-            stages: &stages,
-            start_at,
-            work: work.clone(),
-            chroot: chroot.clone(),
-            stages_dir: plan.stages_dir.canonicalize()?,
-            settings: &settings,
-            resume_command: plan.resume_command.clone(),
-        };
-        run_stages(&run, reporter, &mut report)?;
-        let started = Instant::now();
-        crate::chroot::policy_rc::remove_stale(chroot)?;
-        write_os_image(chroot, &plan.output, plan.compression, reporter)?;
-        report.add("archive", started.elapsed(), "ok");
         Ok(())
-    })();
-    print!("{}", report.render());
-    result?;
-    println!("wrote {}", plan.output.display());
-    Ok(())
-}
+    }
 
-/// `--base`: a directory is copied (preserving everything, through our own archive code),
-/// a file is unpacked as an OS image.
-fn copy_base(given: &Path, chroot: &Path) -> Result<()> {
-    if given.is_dir() {
-        let scratch = chroot.parent().unwrap_or(Path::new("/tmp"));
-        let temp = tempfile::NamedTempFile::new_in(scratch)?;
-        let options = PackOptions {
-            compression: Compression::Zstd,
-            zstd_level: 1,
-            ..PackOptions::default()
-        };
-        archive::pack(
-            given,
-            std::io::BufWriter::new(temp.reopen()?),
-            &options,
-            &mut |_| {},
-        )?;
-        archive::unpack(
-            temp.path(),
-            chroot,
-            &UnpackOptions {
-                skip_checksum: true,
-                ..UnpackOptions::default()
-            },
-        )
-        .map(drop)
-    } else if given.is_file() {
-        archive::unpack(given, chroot, &UnpackOptions::default()).map(drop)
-    } else {
-        bail!(
-            "--base {} is neither a directory nor an OS image file",
-            given.display()
-        )
+    fn prepare(&self, _: &Workspace, _: bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn settings(&self, _: &Path, _: &OsIdentity, _: &mut BuildSettings) -> Result<()> {
+        Ok(())
+    }
+
+    fn package(
+        &self,
+        workspace: &Workspace,
+        _: &OsIdentity,
+        _: &BuildSettings,
+        reporter: &Reporter,
+    ) -> Result<PathBuf> {
+        Ok(write_os_image(&workspace.chroot, &self.output, self.compression, reporter)?.image)
     }
 }
 

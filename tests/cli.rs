@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::fs;
 use std::process::{Command, Stdio};
 
 use support::{eventually, mounts_below, processes_with, text, Fixture};
@@ -62,12 +63,26 @@ fn reference_environment_names_select_the_os() {
 
 #[test]
 fn ubuntu_without_its_keyring_says_how_to_pass_one() {
-    if std::path::Path::new("/usr/share/keyrings/ubuntu-archive-keyring.gpg").exists() {
-        return; // this host has the keyring; the unit test covers the message
-    }
+    // An assets dir whose Ubuntu definition names a keyring no host has, so the check runs the
+    // same whether or not this host happens to have Ubuntu's keyring installed.
     let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    fs::create_dir_all(assets.join("os")).unwrap();
+    let shipped = fs::read_to_string(support::repo().join("assets/os/ubuntu-noble.yml")).unwrap();
+    let keyring_line = shipped
+        .lines()
+        .find(|l| l.starts_with("keyring:"))
+        .expect("ubuntu-noble.yml names its keyring");
+    let missing = dir.path().join("no-such-dir/ubuntu-archive-keyring.gpg");
+    fs::write(
+        assets.join("os/ubuntu-noble.yml"),
+        shipped.replace(keyring_line, &format!("keyring: {}", missing.display())),
+    )
+    .unwrap();
     let out = sb()
-        .args(["build-os-image", "--os", "ubuntu-noble", "--work-dir"])
+        .args(["build-os-image", "--os", "ubuntu-noble", "--assets-dir"])
+        .arg(&assets)
+        .arg("--work-dir")
         .arg(dir.path().join("work"))
         .arg("--output")
         .arg(dir.path().join("noble.tgz"))
@@ -81,6 +96,8 @@ fn ubuntu_without_its_keyring_says_how_to_pass_one() {
         err.contains("ubuntu-keyring") && err.contains("--keyring FILE"),
         "{err}"
     );
+    assert!(!dir.path().join("work").exists(), "nothing ran: {err}");
+
     let out = sb()
         .args([
             "build-os-image",
@@ -88,17 +105,22 @@ fn ubuntu_without_its_keyring_says_how_to_pass_one() {
             "ubuntu-noble",
             "--keyring",
             "/nonexistent.gpg",
-            "--output",
+            "--work-dir",
         ])
+        .arg(dir.path().join("work"))
+        .arg("--output")
         .arg(dir.path().join("noble.tgz"))
         .current_dir(support::repo())
         .output()
         .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        text(&out.stderr).contains("keyring /nonexistent.gpg does not exist"),
-        "{}",
-        text(&out.stderr)
+        err.contains("keyring /nonexistent.gpg does not exist"),
+        "{err}"
     );
+    assert!(!dir.path().join("work").exists(), "nothing ran: {err}");
 }
 
 #[test]
@@ -106,7 +128,11 @@ fn a_malformed_set_pair_is_one_line() {
     let f = Fixture::new();
     f.collection(&["one"]);
     f.stage("one", "true");
-    let out = f.build(&["--set", "novalue"]);
+    let out = f
+        .build_command(&["--set", "novalue"])
+        .env_remove("novalue")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("--set novalue: expected KEY=VALUE"), "{err}");
@@ -359,4 +385,39 @@ fn sigint_mid_unpack_says_what_is_left() {
             );
         }
     }
+}
+
+#[test]
+fn empty_reference_variables_count_as_unset() {
+    // As a CI task passes unset params: HYPERVISOR= must mean the IaaS's default, not "".
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-os-image.tgz");
+    let out = sb()
+        .args([
+            "build-stemcell",
+            "--version",
+            "1",
+            "--agent",
+            "/bin/true",
+            "--os-image",
+        ])
+        .arg(&missing)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env("IAAS", "warden")
+        .env("HYPERVISOR", "")
+        .env("resume_from", "")
+        .env("STEMCELL_BUILDER_STAGES_DIR", "")
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("OS image {} does not exist", missing.display()))
+            && err.contains("build-os-image"),
+        "the first problem is the missing image, not the empty variables: {err}"
+    );
+    assert!(!dir.path().join("work").exists(), "nothing ran");
 }

@@ -114,6 +114,11 @@ impl Fixture {
 
     /// `build-os-image` on the busybox base with the `test` collection, plus `extra` flags.
     pub fn build_command(&self, extra: &[&str]) -> Command {
+        self.build_command_in(&self.work(), extra)
+    }
+
+    /// `build_command` with another work dir.
+    pub fn build_command_in(&self, work: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("build-os-image")
             .arg("--stages-dir")
@@ -123,7 +128,7 @@ impl Fixture {
             .arg("--base")
             .arg(self.base())
             .arg("--work-dir")
-            .arg(self.work())
+            .arg(work)
             .arg("--output")
             .arg(self.output())
             .arg("--no-cache")
