@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::archive::{self, Compression, UnpackOptions};
 use crate::os::{self, OsDefinition};
+use crate::pipeline::settings::Override;
+use crate::pipeline::{ArchSource, BaseSource, OsSource};
 use crate::progress::Reporter;
 
 #[derive(Debug, Parser)]
@@ -47,6 +49,9 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Compare two package lists; bump a semver file only when a package changed (exit 0
+    /// bumped, 3 nothing changed, 1 error).
+    Bump(BumpArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox {
@@ -117,7 +122,7 @@ pub struct BuildOsImageArgs {
     pub compression: Compression,
     /// Which tool bootstraps the base.
     #[arg(long, value_enum, default_value = "auto")]
-    pub bootstrapper: crate::base::BootstrapChoice,
+    pub bootstrapper: crate::pipeline::bootstrap::BootstrapChoice,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +168,10 @@ pub struct UnpackArgs {
     /// Do not check the .sha256 sidecar.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which device nodes to create: dev (only under dev/; any other is refused), all (for an
+    /// image you trust), none (skip them all).
+    #[arg(long, value_enum, default_value = "dev")]
+    pub devices: archive::DevicePolicy,
 }
 
 /// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
@@ -304,7 +313,42 @@ pub struct DoctorArgs {
     pub work_dir: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct BumpArgs {
+    /// The previous OS image's .packages.txt.
+    #[arg(long)]
+    pub previous: PathBuf,
+    /// The new OS image's .packages.txt.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// File holding one semantic version (e.g. Concourse's version/number), rewritten when bumped.
+    #[arg(long)]
+    pub version_file: PathBuf,
+    #[arg(long, value_enum, default_value = "patch")]
+    pub level: crate::bump::Level,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::bump::Format,
+}
+
+/// Variables the flags fall back to. Set but empty (`HYPERVISOR=` in a CI task's params) means
+/// "not given", as for the reference builder's rake tasks, not "the empty value".
+const FLAG_VARIABLES: &[&str] = &[
+    "STEMCELL_BUILDER_STAGES_DIR",
+    "STEMCELL_BUILDER_ASSETS_DIR",
+    "resume_from",
+    "IAAS",
+    "HYPERVISOR",
+    "OS_NAME",
+    "OS_VERSION",
+];
+
 pub fn main() -> ExitCode {
+    for name in FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -318,8 +362,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BuildOsImage(args) => {
-            let plan = build_plan(*args)?;
-            crate::os_image::build(&plan, &Reporter::detect())?;
+            let (plan, packager) = os_image_build(*args)?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::ListStages(args) => {
             let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
@@ -328,7 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collection
                 .clone()
                 .unwrap_or_else(|| def.collection.clone());
-            let stages = crate::collections::load_collection(&stages_dir, &collection)?;
+            let stages = crate::pipeline::resolve_collection(&stages_dir, &collection)?.stages;
             println!(
                 "# {} stages of collection '{collection}' for {}",
                 stages.len(),
@@ -361,6 +405,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
+            crate::stage::process::install_interrupt_handler();
             let files = crate::os_image::write_os_image(
                 &args.source,
                 &args.output,
@@ -370,6 +415,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
+            crate::stage::process::install_interrupt_handler();
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 bail!(
                     "{} is not empty: unpack into a new or empty directory",
@@ -381,6 +427,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.target,
                 &UnpackOptions {
                     skip_checksum: args.no_verify,
+                    devices: args.devices,
                 },
             )?;
             let verified = if summary.checksum_verified {
@@ -388,8 +435,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 "no .sha256 beside it"
             };
+            let skipped = match summary.skipped_devices {
+                0 => String::new(),
+                n => format!("; skipped {n} device nodes (--devices none)"),
+            };
             println!(
-                "unpacked {} entries into {} ({verified})",
+                "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
             );
@@ -400,6 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan.part_size = args.part_size_mib.max(5) << 20;
             plan.multipart_threshold = plan.part_size;
             plan.concurrency = args.concurrency;
+            plan.state_dir = Some(state_dir());
             let digest = crate::s3::upload::upload(&plan, &Reporter::detect())?;
             println!(
                 "uploaded {} to {} (sha256 {digest})",
@@ -432,16 +484,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::BuildStemcell(args) => {
-            let plan = stemcell_plan(*args)?;
-            crate::stemcell::build(&plan, &Reporter::detect())?;
+            let (plan, packager) = stemcell_build(*args)?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::Inspect(args) => {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
             print!("{}", found.manifest_text);
             println!(
-                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
-                found.image_files.len(),
+                found.image_holds.join(", "),
                 found.packages
             );
         }
@@ -455,6 +507,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for file in crate::disk::build(&plan, &Reporter::detect())? {
                 println!("wrote {}", file.display());
             }
+        }
+        Command::Bump(a) => {
+            return crate::bump::main(&crate::bump::BumpPlan {
+                previous: a.previous,
+                current: a.current,
+                version_file: a.version_file,
+                level: a.level,
+                format: a.format,
+            })
         }
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
@@ -472,73 +533,181 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
+fn os_image_build(
+    args: BuildOsImageArgs,
+) -> Result<(crate::pipeline::BuildPlan, crate::os_image::OsImagePackager)> {
     let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
-    let arch = args.arch.clone().unwrap_or_else(host_arch);
+    let arch = match args.arch {
+        Some(arch) => checked_arch(arch)?,
+        None => host_arch(),
+    };
     let work_dir = args
         .work_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/stemcell-builder/{}-{arch}", def.name)));
-    Ok(crate::os_image::OsImagePlan {
-        os: def,
-        collection: args.os.collection,
-        arch,
-        mirror: args.mirror,
-        keyring: args.keyring,
+        .unwrap_or_else(|| default_work_dir(&format!("{}-{arch}", def.name)));
+    let keyring = def.resolve_keyring(args.keyring.as_deref())?;
+    let base = match args.base {
+        Some(given) if given.is_dir() => BaseSource::Tree(given),
+        Some(given) if given.is_file() => BaseSource::Image(given),
+        Some(given) => bail!(
+            "--base {} is neither a directory nor an OS image file",
+            given.display()
+        ),
+        None => BaseSource::Bootstrap {
+            spec: crate::pipeline::bootstrap::BaseSpec {
+                suite: def.suite.clone(),
+                arch: arch.clone(),
+                variant: def.variant.clone(),
+                components: def.components.clone(),
+                mirror: args.mirror.clone(),
+                keyring,
+                packages: def.packages.clone(),
+            },
+            tool: args.bootstrapper,
+            cache_dir: (!args.no_cache).then_some(args.cache_dir),
+        },
+    };
+    let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
-        output: args.output,
+        collection: args.os.collection.unwrap_or_else(|| def.collection.clone()),
         resume_from: args.resume_from,
-        overrides: args.set,
-        cache_dir: (!args.no_cache).then_some(args.cache_dir),
-        base: args.base,
+        base,
+        os: OsSource::Definition(def),
+        arch: ArchSource::Given(arch),
+        mirror: args.mirror,
+        overrides: overrides(&args.set)?,
+        argv: argv(),
+    };
+    let packager = crate::os_image::OsImagePackager {
+        output: args.output,
         compression: args.compression,
-        bootstrapper: args.bootstrapper,
-        resume_command: resume_command(std::env::args_os().collect()),
-    })
+    };
+    Ok((plan, packager))
 }
 
-fn stemcell_plan(args: BuildStemcellArgs) -> Result<crate::stemcell::StemcellPlan> {
+fn stemcell_build(
+    args: BuildStemcellArgs,
+) -> Result<(
+    crate::pipeline::BuildPlan,
+    crate::stemcell::StemcellPackager,
+)> {
     let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
     let format = target.format(args.format)?;
-    let os = args.os.or_else(|| {
+    let given_os = match args.os.or_else(|| {
         os::from_reference_env(
             std::env::var("OS_NAME").ok(),
             std::env::var("OS_VERSION").ok(),
         )
-    });
-    let stages = args
+    }) {
+        Some(os) => match os.split_once('-') {
+            Some((name, version))
+                if crate::stage::collection::is_plain_name(name)
+                    && crate::stage::collection::is_plain_name(version) =>
+            {
+                Some((name.to_string(), version.to_string()))
+            }
+            _ => bail!("--os {os}: write NAME-VERSION, e.g. debian-trixie"),
+        },
+        None => None,
+    };
+    let stages_dir = canonical_dir(
+        args.sources
+            .stages_dir
+            .clone()
+            .unwrap_or_else(|| shipped_dir("stages")),
+        "stages",
+    )?;
+    let assets_dir = args
         .sources
-        .stages_dir
+        .assets_dir
         .clone()
-        .unwrap_or_else(|| shipped_dir("stages"));
-    let stages_dir = stages.canonicalize().with_context(|| {
-        format!(
-            "stages directory {} does not exist: pass --stages-dir",
-            stages.display()
-        )
-    })?;
+        .unwrap_or_else(|| shipped_dir("assets"));
     let work_dir = args.work_dir.unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "/var/tmp/stemcell-builder/stemcell-{}-{}",
-            target.iaas, target.hypervisor
-        ))
+        default_work_dir(&format!("stemcell-{}-{}", target.iaas, target.hypervisor))
     });
-    Ok(crate::stemcell::StemcellPlan {
-        os_image: crate::stemcell::OsImageSource::parse(&args.os_image, args.s3.options())?,
+    let base = if crate::s3::S3Url::is_s3(&args.os_image) {
+        BaseSource::S3 {
+            url: args.os_image.parse()?,
+            options: args.s3.options(),
+        }
+    } else {
+        BaseSource::Image(PathBuf::from(&args.os_image))
+    };
+    let collection = args
+        .collection
+        .unwrap_or_else(|| format!("stemcell-{}", target.iaas));
+    let plan = crate::pipeline::BuildPlan {
+        work_dir,
+        stages_dir,
+        collection: collection.clone(),
+        resume_from: args.resume_from,
+        base,
+        os: OsSource::FromTree {
+            given: given_os,
+            assets_dir,
+        },
+        arch: ArchSource::FromTree {
+            fallback: host_arch(),
+        },
+        mirror: None,
+        overrides: overrides(&args.set)?,
+        argv: argv(),
+    };
+    let packager = crate::stemcell::StemcellPackager {
         target,
         format,
         version: args.version,
         agent: args.agent,
         output_dir: args.output_dir,
-        work_dir,
-        stages_dir,
-        collection: args.collection,
-        resume_from: args.resume_from,
-        overrides: args.set,
-        os,
         disk_size_mib: args.disk_size_mib,
-        resume_command: resume_command(std::env::args_os().collect()),
+        collection,
+    };
+    Ok((plan, packager))
+}
+
+/// `--set` pairs; a bare KEY takes its value from the environment.
+fn overrides(pairs: &[String]) -> Result<Vec<Override>> {
+    pairs
+        .iter()
+        .map(|pair| Override::parse(pair, |key| std::env::var(key).ok()))
+        .collect()
+}
+
+fn argv() -> Vec<String> {
+    let mut words: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // The binary by its full path, so the resume command works from any directory.
+    if let (Some(first), Ok(exe)) = (words.first_mut(), std::env::current_exe()) {
+        *first = exe.display().to_string();
+    }
+    words
+}
+
+/// Work dirs live under /var/tmp/stemcell-builder unless `--work-dir` says otherwise.
+fn default_work_dir(name: &str) -> PathBuf {
+    PathBuf::from("/var/tmp/stemcell-builder").join(name)
+}
+
+/// `--arch` names a directory (the default work dir) and a dpkg architecture: a plain word.
+fn checked_arch(arch: String) -> Result<String> {
+    if arch.is_empty()
+        || !arch
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        bail!("--arch {arch:?} is not a Debian architecture: use amd64, arm64, ppc64el, ...");
+    }
+    Ok(arch)
+}
+
+fn canonical_dir(dir: PathBuf, what: &str) -> Result<PathBuf> {
+    // Stages run with their own directory as cwd: every path handed to them is absolute.
+    dir.canonicalize().with_context(|| {
+        format!(
+            "{what} directory {} does not exist: pass --{what}-dir",
+            dir.display()
+        )
     })
 }
 
@@ -557,17 +726,13 @@ fn resolve_os(choice: &OsChoice, sources: &Sources) -> Result<(OsDefinition, Pat
         .assets_dir
         .clone()
         .unwrap_or_else(|| shipped_dir("assets"));
-    let stages = sources
-        .stages_dir
-        .clone()
-        .unwrap_or_else(|| shipped_dir("stages"));
-    // Stages run with their own directory as cwd: every path handed to them is absolute.
-    let stages = stages.canonicalize().with_context(|| {
-        format!(
-            "stages directory {} does not exist: pass --stages-dir",
-            stages.display()
-        )
-    })?;
+    let stages = canonical_dir(
+        sources
+            .stages_dir
+            .clone()
+            .unwrap_or_else(|| shipped_dir("stages")),
+        "stages",
+    )?;
     Ok((OsDefinition::load(&assets, &name)?, stages))
 }
 
@@ -600,6 +765,15 @@ fn shipped_dir(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
 }
 
+/// Where the tool keeps state between runs (multipart uploads in flight):
+/// `STEMCELL_BUILDER_STATE_DIR`, else /var/lib/stemcell-builder.
+fn state_dir() -> PathBuf {
+    std::env::var_os("STEMCELL_BUILDER_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
+}
+
 pub fn host_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -611,54 +785,9 @@ pub fn host_arch() -> String {
     .to_string()
 }
 
-/// The command line that started the build, shell-quoted, without any --resume-from.
-fn resume_command(argv: Vec<OsString>) -> String {
-    let mut words: Vec<String> = Vec::new();
-    let mut skip = false;
-    for (i, arg) in argv.iter().enumerate() {
-        let arg = arg.to_string_lossy().into_owned();
-        if skip {
-            skip = false;
-            continue;
-        }
-        if arg == "--resume-from" {
-            skip = true;
-            continue;
-        }
-        if arg.starts_with("--resume-from=") {
-            continue;
-        }
-        if i == 0 {
-            words.push(
-                std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or(arg),
-            );
-        } else {
-            words.push(arg);
-        }
-    }
-    shell_words::join(words)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resume_command_drops_old_resume_flag() {
-        let argv = [
-            "sb",
-            "build-os-image",
-            "--resume-from",
-            "x",
-            "--set",
-            "a=b c",
-            "--resume-from=y",
-        ];
-        let cmd = resume_command(argv.iter().map(OsString::from).collect());
-        assert!(cmd.ends_with("build-os-image --set 'a=b c'"), "{cmd}");
-    }
 
     #[test]
     fn clap_definition_is_valid() {

@@ -4,23 +4,21 @@
 //! plans that the modules below take.
 
 pub mod archive;
-pub mod base;
+pub mod bump;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
-pub mod collections;
 pub mod disk;
 pub mod doctor;
 pub mod fsutil;
-pub mod lock;
 pub mod os;
 pub mod os_image;
 pub mod output;
 pub mod packages;
+pub mod pipeline;
 pub mod progress;
 pub mod s3;
 pub mod sandbox;
-pub mod settings;
 pub mod stage;
 pub mod stemcell;
-pub mod workspace;
+pub mod tree_read;

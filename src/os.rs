@@ -49,7 +49,7 @@ pub const DEFAULT_OS: &str = "debian-trixie";
 impl OsDefinition {
     pub fn load(assets_dir: &Path, name: &str) -> Result<Self> {
         let path = assets_dir.join("os").join(format!("{name}.yml"));
-        if !path.exists() {
+        if !crate::stage::collection::is_plain_name(name) || !path.exists() {
             bail!(
                 "unknown OS '{name}': valid names are {}",
                 available(assets_dir)?.join(", ")
