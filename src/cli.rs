@@ -49,6 +49,9 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Compare two package lists; bump a semver file only when a package changed (exit 0
+    /// bumped, 3 nothing changed, 1 error).
+    Bump(BumpArgs),
     /// Make a container root filesystem from an OS image: Cloud Foundry stack, docker import, OCI.
     Export(ExportArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
@@ -141,9 +144,10 @@ pub struct ChrootExecArgs {
     /// Do not bind the host's /etc/resolv.conf.
     #[arg(long)]
     pub no_resolv_conf: bool,
-    /// Bind the host's /dev (loop devices included) instead of a minimal /dev.
-    #[arg(long)]
-    pub host_dev: bool,
+    /// Also bind this host device into the fresh /dev (repeatable; only what the command
+    /// needs, e.g. the loop device GRUB installs onto).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -168,6 +172,10 @@ pub struct UnpackArgs {
     /// Do not check the .sha256 sidecar.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which device nodes to create: dev (only under dev/; any other is refused), all (for an
+    /// image you trust), none (skip them all).
+    #[arg(long, value_enum, default_value = "dev")]
+    pub devices: archive::DevicePolicy,
 }
 
 /// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
@@ -339,7 +347,42 @@ pub struct DoctorArgs {
     pub work_dir: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct BumpArgs {
+    /// The previous OS image's .packages.txt.
+    #[arg(long)]
+    pub previous: PathBuf,
+    /// The new OS image's .packages.txt.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// File holding one semantic version (e.g. Concourse's version/number), rewritten when bumped.
+    #[arg(long)]
+    pub version_file: PathBuf,
+    #[arg(long, value_enum, default_value = "patch")]
+    pub level: crate::bump::Level,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::bump::Format,
+}
+
+/// Variables the flags fall back to. Set but empty (`HYPERVISOR=` in a CI task's params) means
+/// "not given", as for the reference builder's rake tasks, not "the empty value".
+const FLAG_VARIABLES: &[&str] = &[
+    "STEMCELL_BUILDER_STAGES_DIR",
+    "STEMCELL_BUILDER_ASSETS_DIR",
+    "resume_from",
+    "IAAS",
+    "HYPERVISOR",
+    "OS_NAME",
+    "OS_VERSION",
+];
+
 pub fn main() -> ExitCode {
+    for name in FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -383,7 +426,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 root: args.root,
                 command: args.command,
                 resolv_conf: !args.no_resolv_conf,
-                host_dev: args.host_dev,
+                devices: args.devices,
             })?;
             return Ok(exit_code(code));
         }
@@ -396,6 +439,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
+            crate::stage::process::install_interrupt_handler();
             let files = crate::os_image::write_os_image(
                 &args.source,
                 &args.output,
@@ -405,6 +449,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
+            crate::stage::process::install_interrupt_handler();
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 bail!(
                     "{} is not empty: unpack into a new or empty directory",
@@ -416,6 +461,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.target,
                 &UnpackOptions {
                     skip_checksum: args.no_verify,
+                    devices: args.devices,
                 },
             )?;
             let verified = if summary.checksum_verified {
@@ -423,8 +469,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 "no .sha256 beside it"
             };
+            let skipped = match summary.skipped_devices {
+                0 => String::new(),
+                n => format!("; skipped {n} device nodes (--devices none)"),
+            };
             println!(
-                "unpacked {} entries into {} ({verified})",
+                "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
             );
@@ -475,9 +525,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
             print!("{}", found.manifest_text);
             println!(
-                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
-                found.image_files.len(),
+                found.image_holds.join(", "),
                 found.packages
             );
         }
@@ -491,6 +541,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for file in crate::disk::build(&plan, &Reporter::detect())? {
                 println!("wrote {}", file.display());
             }
+        }
+        Command::Bump(a) => {
+            return crate::bump::main(&crate::bump::BumpPlan {
+                previous: a.previous,
+                current: a.current,
+                version_file: a.version_file,
+                level: a.level,
+                format: a.format,
+            })
         }
         Command::Export(args) => export(args)?,
         Command::Doctor(args) => {
@@ -837,7 +896,7 @@ fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
 }
 
-fn host_arch() -> String {
+pub fn host_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

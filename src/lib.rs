@@ -4,6 +4,7 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod bump;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod s3;
 pub mod sandbox;
 pub mod stage;
 pub mod stemcell;
+pub mod tree_read;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::bootstrap::{self, BaseSpec, BootstrapChoice, Bootstrapper};
 use super::workspace::Workspace;
@@ -57,12 +57,18 @@ impl BaseSource {
             BaseSource::Tarball(path) => (path, "--base tarball:"),
             BaseSource::Image(path) => (path, "the OS image"),
         };
-        let real = given.canonicalize().with_context(|| {
-            format!(
-                "{flag} {} does not exist: pass an existing directory or OS image",
-                given.display()
-            )
-        })?;
+        let Ok(real) = given.canonicalize() else {
+            bail!(match self {
+                BaseSource::Image(_) => format!(
+                    "OS image {} does not exist: build one with build-os-image, or pass s3://BUCKET/KEY",
+                    given.display()
+                ),
+                _ => format!(
+                    "--base {} does not exist: pass an existing directory or OS image file",
+                    given.display()
+                ),
+            });
+        };
         if real == Path::new("/") {
             bail!("{flag} / is the host's root, not a base tree: pass a directory holding one");
         }
@@ -182,6 +188,7 @@ fn copy_tree(given: &Path, chroot: &Path, scratch: &Path) -> Result<()> {
         chroot,
         &UnpackOptions {
             skip_checksum: true,
+            ..UnpackOptions::default()
         },
     )
     .map(drop)
