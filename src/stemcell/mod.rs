@@ -213,14 +213,15 @@ fn package(
         staging.join("packages.txt"),
         crate::packages::render(&packages),
     )?;
-    let dev_tools = chroot.join("var/vcap/bosh/etc/dev_tools_file_list");
-    if !dev_tools.exists() {
+    // Read inside the tree: an image whose list links to a host file must not ship that file.
+    const DEV_TOOLS: &str = "var/vcap/bosh/etc/dev_tools_file_list";
+    let Some(dev_tools) = crate::inroot::read_if_exists(chroot, DEV_TOOLS, 16 << 20)? else {
         bail!(
-            "{} is missing: the dev_tools_config stage must run before packaging",
-            dev_tools.display()
+            "/{DEV_TOOLS} is missing from {}: the dev_tools_config stage must run before packaging",
+            chroot.display()
         );
-    }
-    std::fs::copy(&dev_tools, staging.join("dev_tools_file_list.txt"))?;
+    };
+    std::fs::write(staging.join("dev_tools_file_list.txt"), dev_tools)?;
 
     let name = StemcellManifest::name_for(
         plan.target.iaas,
