@@ -1,7 +1,7 @@
 //! OS image archives: a tar of a root tree (`./` entries) with everything a root filesystem
 //! needs preserved, compressed with parallel gzip (default) or multi-threaded zstd.
 
-mod entry_name;
+pub(crate) mod entry_name;
 pub mod members;
 pub mod pack;
 pub mod quote;
