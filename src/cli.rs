@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::archive::{self, Compression, UnpackOptions};
 use crate::os::{self, OsDefinition};
+use crate::pipeline::settings::Override;
+use crate::pipeline::{ArchSource, BaseSource, OsSource};
 use crate::progress::Reporter;
 
 #[derive(Debug, Parser)]
@@ -49,6 +51,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Check an OS image, a stemcell or a root directory against the hardening checks.
     Audit(AuditArgs),
+    /// Compare two package lists; bump a semver file only when a package changed (exit 0
+    /// bumped, 3 nothing changed, 1 error).
+    Bump(BumpArgs),
+    /// Make a container root filesystem from an OS image: Cloud Foundry stack, docker import, OCI.
+    Export(ExportArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox {
@@ -111,15 +118,17 @@ pub struct BuildOsImageArgs {
     /// Do not read or write the base cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Use this directory or OS image as the base instead of bootstrapping one.
-    #[arg(long)]
+    /// Use this instead of bootstrapping a base: a directory, an OS image, tarball:PATH (any
+    /// root tarball, e.g. from docker export) or binaries:PROG,PROG (host programs and their
+    /// libraries).
+    #[arg(long, value_name = "DIR|IMAGE|tarball:PATH|binaries:PROG,...")]
     pub base: Option<PathBuf>,
     /// Compression of the OS image.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: Compression,
     /// Which tool bootstraps the base.
     #[arg(long, value_enum, default_value = "auto")]
-    pub bootstrapper: crate::base::BootstrapChoice,
+    pub bootstrapper: crate::pipeline::bootstrap::BootstrapChoice,
 }
 
 #[derive(Debug, Args)]
@@ -137,9 +146,10 @@ pub struct ChrootExecArgs {
     /// Do not bind the host's /etc/resolv.conf.
     #[arg(long)]
     pub no_resolv_conf: bool,
-    /// Bind the host's /dev (loop devices included) instead of a minimal /dev.
-    #[arg(long)]
-    pub host_dev: bool,
+    /// Also bind this host device into the fresh /dev (repeatable; only what the command
+    /// needs, e.g. the loop device GRUB installs onto).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -164,6 +174,10 @@ pub struct UnpackArgs {
     /// Do not check the .sha256 sidecar.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which device nodes to create: dev (only under dev/; any other is refused), all (for an
+    /// image you trust), none (skip them all).
+    #[arg(long, value_enum, default_value = "dev")]
+    pub devices: archive::DevicePolicy,
 }
 
 /// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
@@ -299,6 +313,36 @@ pub struct DiskImageArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The OS image (gzip, zstd or plain tar; its .sha256 is checked when present).
+    pub os_image: PathBuf,
+    /// The file (garden-rootfs, docker) or new directory (oci) to write.
+    pub output: PathBuf,
+    /// garden-rootfs (Cloud Foundry stack), docker (for docker import) or oci (image layout).
+    #[arg(long, value_enum)]
+    pub format: crate::export::ExportFormat,
+    /// Environment of the container, KEY=VALUE (repeatable); PATH gets a default when not given.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// User the container runs as: NAME, UID, NAME:GROUP or UID:GID (must exist in the image).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Command (OCI Cmd, docker CMD), split as a shell would; default: the image's /bin/sh.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// Entrypoint (OCI Entrypoint, docker ENTRYPOINT), split as a shell would.
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Working directory of the container (absolute).
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// oci: the reference name (default: latest); docker: the image name in the printed
+    /// `docker import` command (default: os-image:latest).
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Where builds will write (free disk is checked there).
     #[arg(long, default_value = "/var/tmp")]
@@ -358,8 +402,42 @@ fn audit(args: AuditArgs) -> Result<ExitCode> {
     })
 }
 // --- end audit -----------------------------------------------------------------------------
+#[derive(Debug, Args)]
+pub struct BumpArgs {
+    /// The previous OS image's .packages.txt.
+    #[arg(long)]
+    pub previous: PathBuf,
+    /// The new OS image's .packages.txt.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// File holding one semantic version (e.g. Concourse's version/number), rewritten when bumped.
+    #[arg(long)]
+    pub version_file: PathBuf,
+    #[arg(long, value_enum, default_value = "patch")]
+    pub level: crate::bump::Level,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::bump::Format,
+}
+
+/// Variables the flags fall back to. Set but empty (`HYPERVISOR=` in a CI task's params) means
+/// "not given", as for the reference builder's rake tasks, not "the empty value".
+const FLAG_VARIABLES: &[&str] = &[
+    "STEMCELL_BUILDER_STAGES_DIR",
+    "STEMCELL_BUILDER_ASSETS_DIR",
+    "resume_from",
+    "IAAS",
+    "HYPERVISOR",
+    "OS_NAME",
+    "OS_VERSION",
+];
 
 pub fn main() -> ExitCode {
+    for name in FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -373,8 +451,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::BuildOsImage(args) => {
-            let plan = build_plan(*args)?;
-            crate::os_image::build(&plan, &Reporter::detect())?;
+            let (plan, packager) = os_image_build(*args)?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::ListStages(args) => {
             let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
@@ -383,7 +461,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collection
                 .clone()
                 .unwrap_or_else(|| def.collection.clone());
-            let stages = crate::collections::load_collection(&stages_dir, &collection)?;
+            let stages = crate::pipeline::resolve_collection(&stages_dir, &collection)?.stages;
             println!(
                 "# {} stages of collection '{collection}' for {}",
                 stages.len(),
@@ -403,7 +481,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 root: args.root,
                 command: args.command,
                 resolv_conf: !args.no_resolv_conf,
-                host_dev: args.host_dev,
+                devices: args.devices,
             })?;
             return Ok(exit_code(code));
         }
@@ -416,6 +494,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
+            crate::stage::process::install_interrupt_handler();
             let files = crate::os_image::write_os_image(
                 &args.source,
                 &args.output,
@@ -425,6 +504,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
+            crate::stage::process::install_interrupt_handler();
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 bail!(
                     "{} is not empty: unpack into a new or empty directory",
@@ -436,6 +516,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.target,
                 &UnpackOptions {
                     skip_checksum: args.no_verify,
+                    devices: args.devices,
                 },
             )?;
             let verified = if summary.checksum_verified {
@@ -443,8 +524,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 "no .sha256 beside it"
             };
+            let skipped = match summary.skipped_devices {
+                0 => String::new(),
+                n => format!("; skipped {n} device nodes (--devices none)"),
+            };
             println!(
-                "unpacked {} entries into {} ({verified})",
+                "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
             );
@@ -455,6 +540,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan.part_size = args.part_size_mib.max(5) << 20;
             plan.multipart_threshold = plan.part_size;
             plan.concurrency = args.concurrency;
+            plan.state_dir = Some(state_dir());
             let digest = crate::s3::upload::upload(&plan, &Reporter::detect())?;
             println!(
                 "uploaded {} to {} (sha256 {digest})",
@@ -487,16 +573,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::BuildStemcell(args) => {
-            let plan = stemcell_plan(*args)?;
-            crate::stemcell::build(&plan, &Reporter::detect())?;
+            let (plan, packager) = stemcell_build(*args)?;
+            crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
         Command::Inspect(args) => {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
             print!("{}", found.manifest_text);
             println!(
-                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
-                found.image_files.len(),
+                found.image_holds.join(", "),
                 found.packages
             );
         }
@@ -512,6 +598,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Audit(args) => return audit(args),
+        Command::Bump(a) => {
+            return crate::bump::main(&crate::bump::BumpPlan {
+                previous: a.previous,
+                current: a.current,
+                version_file: a.version_file,
+                level: a.level,
+                format: a.format,
+            })
+        }
+        Command::Export(args) => export(args)?,
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
             return Ok(if ok {
@@ -528,73 +624,268 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn build_plan(args: BuildOsImageArgs) -> Result<crate::os_image::OsImagePlan> {
+fn os_image_build(
+    args: BuildOsImageArgs,
+) -> Result<(crate::pipeline::BuildPlan, crate::os_image::OsImagePackager)> {
     let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
-    let arch = args.arch.clone().unwrap_or_else(host_arch);
+    let arch = match args.arch {
+        Some(arch) => checked_arch(arch)?,
+        None => host_arch(),
+    };
     let work_dir = args
         .work_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/stemcell-builder/{}-{arch}", def.name)));
-    Ok(crate::os_image::OsImagePlan {
-        os: def,
-        collection: args.os.collection,
-        arch,
-        mirror: args.mirror,
-        keyring: args.keyring,
+        .unwrap_or_else(|| default_work_dir(&format!("{}-{arch}", def.name)));
+    let keyring = def.resolve_keyring(args.keyring.as_deref())?;
+    let base = match args.base.map(special_base) {
+        Some(Ok(special)) => special,
+        Some(Err(given)) if given.is_dir() => BaseSource::Tree(given),
+        Some(Err(given)) if given.is_file() => BaseSource::Image(given),
+        Some(Err(given)) => bail!(
+            "--base {} is neither a directory nor an OS image file (nor tarball:PATH or binaries:PROG,...)",
+            given.display()
+        ),
+        None => BaseSource::Bootstrap {
+            spec: crate::pipeline::bootstrap::BaseSpec {
+                suite: def.suite.clone(),
+                arch: arch.clone(),
+                variant: def.variant.clone(),
+                components: def.components.clone(),
+                mirror: args.mirror.clone(),
+                keyring,
+                packages: def.packages.clone(),
+            },
+            tool: args.bootstrapper,
+            cache_dir: (!args.no_cache).then_some(args.cache_dir),
+        },
+    };
+    let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
-        output: args.output,
+        collection: args.os.collection.unwrap_or_else(|| def.collection.clone()),
         resume_from: args.resume_from,
-        overrides: args.set,
-        cache_dir: (!args.no_cache).then_some(args.cache_dir),
-        base: args.base,
+        base,
+        os: OsSource::Definition(def),
+        arch: ArchSource::Given(arch),
+        mirror: args.mirror,
+        overrides: overrides(&args.set)?,
+        argv: argv(),
+    };
+    let packager = crate::os_image::OsImagePackager {
+        output: args.output,
         compression: args.compression,
-        bootstrapper: args.bootstrapper,
-        resume_command: resume_command(std::env::args_os().collect()),
-    })
+    };
+    Ok((plan, packager))
 }
 
-fn stemcell_plan(args: BuildStemcellArgs) -> Result<crate::stemcell::StemcellPlan> {
+fn stemcell_build(
+    args: BuildStemcellArgs,
+) -> Result<(
+    crate::pipeline::BuildPlan,
+    crate::stemcell::StemcellPackager,
+)> {
     let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
     let format = target.format(args.format)?;
-    let os = args.os.or_else(|| {
+    let given_os = match args.os.or_else(|| {
         os::from_reference_env(
             std::env::var("OS_NAME").ok(),
             std::env::var("OS_VERSION").ok(),
         )
-    });
-    let stages = args
+    }) {
+        Some(os) => match os.split_once('-') {
+            Some((name, version))
+                if crate::stage::collection::is_plain_name(name)
+                    && crate::stage::collection::is_plain_name(version) =>
+            {
+                Some((name.to_string(), version.to_string()))
+            }
+            _ => bail!("--os {os}: write NAME-VERSION, e.g. debian-trixie"),
+        },
+        None => None,
+    };
+    let stages_dir = canonical_dir(
+        args.sources
+            .stages_dir
+            .clone()
+            .unwrap_or_else(|| shipped_dir("stages")),
+        "stages",
+    )?;
+    let assets_dir = args
         .sources
-        .stages_dir
+        .assets_dir
         .clone()
-        .unwrap_or_else(|| shipped_dir("stages"));
-    let stages_dir = stages.canonicalize().with_context(|| {
-        format!(
-            "stages directory {} does not exist: pass --stages-dir",
-            stages.display()
-        )
-    })?;
+        .unwrap_or_else(|| shipped_dir("assets"));
     let work_dir = args.work_dir.unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "/var/tmp/stemcell-builder/stemcell-{}-{}",
-            target.iaas, target.hypervisor
-        ))
+        default_work_dir(&format!("stemcell-{}-{}", target.iaas, target.hypervisor))
     });
-    Ok(crate::stemcell::StemcellPlan {
-        os_image: crate::stemcell::OsImageSource::parse(&args.os_image, args.s3.options())?,
+    let base = if crate::s3::S3Url::is_s3(&args.os_image) {
+        BaseSource::S3 {
+            url: args.os_image.parse()?,
+            options: args.s3.options(),
+        }
+    } else {
+        BaseSource::Image(PathBuf::from(&args.os_image))
+    };
+    let collection = args
+        .collection
+        .unwrap_or_else(|| format!("stemcell-{}", target.iaas));
+    let plan = crate::pipeline::BuildPlan {
+        work_dir,
+        stages_dir,
+        collection: collection.clone(),
+        resume_from: args.resume_from,
+        base,
+        os: OsSource::FromTree {
+            given: given_os,
+            assets_dir,
+        },
+        arch: ArchSource::FromTree {
+            fallback: host_arch(),
+        },
+        mirror: None,
+        overrides: overrides(&args.set)?,
+        argv: argv(),
+    };
+    let packager = crate::stemcell::StemcellPackager {
         target,
         format,
         version: args.version,
         agent: args.agent,
         output_dir: args.output_dir,
-        work_dir,
-        stages_dir,
-        collection: args.collection,
-        resume_from: args.resume_from,
-        overrides: args.set,
-        os,
         disk_size_mib: args.disk_size_mib,
-        resume_command: resume_command(std::env::args_os().collect()),
+        collection,
+    };
+    Ok((plan, packager))
+}
+
+/// `--base tarball:PATH` and `--base binaries:A,B`; any other value is a path (`Err`).
+fn special_base(given: PathBuf) -> std::result::Result<BaseSource, PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = given.as_os_str().as_bytes();
+    if let Some(path) = bytes.strip_prefix(b"tarball:") {
+        return Ok(BaseSource::Tarball(PathBuf::from(
+            std::ffi::OsStr::from_bytes(path),
+        )));
+    }
+    if let Some(list) = bytes.strip_prefix(b"binaries:") {
+        let names = String::from_utf8_lossy(list)
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .collect();
+        return Ok(BaseSource::Binaries(names));
+    }
+    Err(given)
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    use crate::export::{ExportFormat, ExportPlan, ImageSettings};
+    let settings = ImageSettings::parse(
+        &args.env,
+        args.user.as_deref(),
+        args.entrypoint.as_deref(),
+        args.cmd.as_deref(),
+        args.workdir.as_deref(),
+    )?;
+    let plan = ExportPlan {
+        image: args.os_image,
+        format: args.format,
+        output: args.output,
+        settings,
+        tag: args.tag,
+    };
+    let summary = crate::export::export(&plan, &Reporter::detect())?;
+    let verified = if summary.checksum_verified {
+        "sha256 of the OS image verified"
+    } else {
+        "no .sha256 beside the OS image"
+    };
+    let dropped = if summary.dropped_devices > 0 {
+        format!(
+            ", {} device nodes left out (runtimes make /dev)",
+            summary.dropped_devices
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "wrote {} ({} entries{dropped}; {verified})",
+        summary.output.display(),
+        summary.entries
+    );
+    match plan.format {
+        ExportFormat::GardenRootfs => {
+            println!(
+                "holds rootfs/ and metadata.json; see the README for registering it as a stack"
+            )
+        }
+        ExportFormat::Docker => {
+            if let Some(command) = &summary.docker_import {
+                println!("import it with:\n  {command}");
+            }
+        }
+        ExportFormat::Oci => {
+            if let Some(oci) = &summary.oci {
+                println!(
+                    "manifest {} ({}/linux), layer {} ({} bytes, diff_id {})",
+                    oci.manifest_digest,
+                    oci.platform.architecture,
+                    oci.layer_digest,
+                    oci.layer_size,
+                    oci.diff_id
+                );
+                println!(
+                    "try: skopeo inspect oci:{dir}:{tag}  (or podman run oci:{dir}:{tag})",
+                    dir = summary.output.display(),
+                    tag = oci.tag
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--set` pairs; a bare KEY takes its value from the environment.
+fn overrides(pairs: &[String]) -> Result<Vec<Override>> {
+    pairs
+        .iter()
+        .map(|pair| Override::parse(pair, |key| std::env::var(key).ok()))
+        .collect()
+}
+
+fn argv() -> Vec<String> {
+    let mut words: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // The binary by its full path, so the resume command works from any directory.
+    if let (Some(first), Ok(exe)) = (words.first_mut(), std::env::current_exe()) {
+        *first = exe.display().to_string();
+    }
+    words
+}
+
+/// Work dirs live under /var/tmp/stemcell-builder unless `--work-dir` says otherwise.
+fn default_work_dir(name: &str) -> PathBuf {
+    PathBuf::from("/var/tmp/stemcell-builder").join(name)
+}
+
+/// `--arch` names a directory (the default work dir) and a dpkg architecture: a plain word.
+fn checked_arch(arch: String) -> Result<String> {
+    if arch.is_empty()
+        || !arch
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        bail!("--arch {arch:?} is not a Debian architecture: use amd64, arm64, ppc64el, ...");
+    }
+    Ok(arch)
+}
+
+fn canonical_dir(dir: PathBuf, what: &str) -> Result<PathBuf> {
+    // Stages run with their own directory as cwd: every path handed to them is absolute.
+    dir.canonicalize().with_context(|| {
+        format!(
+            "{what} directory {} does not exist: pass --{what}-dir",
+            dir.display()
+        )
     })
 }
 
@@ -613,17 +904,13 @@ fn resolve_os(choice: &OsChoice, sources: &Sources) -> Result<(OsDefinition, Pat
         .assets_dir
         .clone()
         .unwrap_or_else(|| shipped_dir("assets"));
-    let stages = sources
-        .stages_dir
-        .clone()
-        .unwrap_or_else(|| shipped_dir("stages"));
-    // Stages run with their own directory as cwd: every path handed to them is absolute.
-    let stages = stages.canonicalize().with_context(|| {
-        format!(
-            "stages directory {} does not exist: pass --stages-dir",
-            stages.display()
-        )
-    })?;
+    let stages = canonical_dir(
+        sources
+            .stages_dir
+            .clone()
+            .unwrap_or_else(|| shipped_dir("stages")),
+        "stages",
+    )?;
     Ok((OsDefinition::load(&assets, &name)?, stages))
 }
 
@@ -656,6 +943,15 @@ fn shipped_dir(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
 }
 
+/// Where the tool keeps state between runs (multipart uploads in flight):
+/// `STEMCELL_BUILDER_STATE_DIR`, else /var/lib/stemcell-builder.
+fn state_dir() -> PathBuf {
+    std::env::var_os("STEMCELL_BUILDER_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
+}
+
 pub fn host_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -667,54 +963,9 @@ pub fn host_arch() -> String {
     .to_string()
 }
 
-/// The command line that started the build, shell-quoted, without any --resume-from.
-fn resume_command(argv: Vec<OsString>) -> String {
-    let mut words: Vec<String> = Vec::new();
-    let mut skip = false;
-    for (i, arg) in argv.iter().enumerate() {
-        let arg = arg.to_string_lossy().into_owned();
-        if skip {
-            skip = false;
-            continue;
-        }
-        if arg == "--resume-from" {
-            skip = true;
-            continue;
-        }
-        if arg.starts_with("--resume-from=") {
-            continue;
-        }
-        if i == 0 {
-            words.push(
-                std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or(arg),
-            );
-        } else {
-            words.push(arg);
-        }
-    }
-    shell_words::join(words)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resume_command_drops_old_resume_flag() {
-        let argv = [
-            "sb",
-            "build-os-image",
-            "--resume-from",
-            "x",
-            "--set",
-            "a=b c",
-            "--resume-from=y",
-        ];
-        let cmd = resume_command(argv.iter().map(OsString::from).collect());
-        assert!(cmd.ends_with("build-os-image --set 'a=b c'"), "{cmd}");
-    }
 
     #[test]
     fn clap_definition_is_valid() {

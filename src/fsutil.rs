@@ -1,6 +1,7 @@
 //! File-system helpers shared by the builder: error messages that name the path and the fix.
 
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 /// Wraps an I/O error with the path and, for a full disk, says so plainly.
@@ -90,4 +91,15 @@ pub fn disk_usage_mib(dir: &Path) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, and tightens an existing `dir` to 0700.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error(e, "creating", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error(e, "setting the mode of", dir))
 }

@@ -78,6 +78,8 @@ fn the_second_build_of_the_day_starts_from_the_cache() {
     let cache_arg = cache.to_str().unwrap();
     let first = build(&f, &assets, &["--cache-dir", cache_arg]);
     assert!(first.status.success(), "{}", text(&first.stderr));
+    let first_version = fs::read_to_string(f.work().join("base-files-version")).unwrap();
+    let first_packages = fs::read_to_string(f.out_dir().join("os-image.tgz.packages.txt")).unwrap();
     assert!(
         text(&first.stdout)
             .lines()
@@ -102,7 +104,18 @@ fn the_second_build_of_the_day_starts_from_the_cache() {
         "{}",
         text(&second.stdout)
     );
-    // The same base either way: the stage saw the same base-files.
+    // The same base either way: the stage saw the same base-files, and the image holds the
+    // same packages at the same versions.
     let version = fs::read_to_string(f.work().join("base-files-version")).unwrap();
     assert!(!version.is_empty());
+    assert_eq!(
+        version, first_version,
+        "base-files differs between the builds"
+    );
+    let packages = fs::read_to_string(f.out_dir().join("os-image.tgz.packages.txt")).unwrap();
+    assert!(packages.lines().count() > 20, "{packages}");
+    assert_eq!(
+        packages, first_packages,
+        "the cached base holds other packages"
+    );
 }

@@ -471,3 +471,130 @@ fn killing_the_server_mid_upload_leaves_no_object_and_no_parts() {
         uploads.uploads()
     );
 }
+
+/// Starts a one-part-at-a-time upload of `file` to `key` and SIGKILLs it once a part is up.
+fn kill_mid_upload(server: &S3Server, file: &std::path::Path, key: &str, state: &std::path::Path) {
+    let url = format!("s3://{BUCKET}/{key}");
+    let mut upload = server
+        .command(&[
+            "upload-os-image",
+            file.to_str().unwrap(),
+            &url,
+            "--part-size-mib",
+            "5",
+            "--concurrency",
+            "1",
+        ])
+        .env("STEMCELL_BUILDER_STATE_DIR", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(upload.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("part ") && line.contains(" uploaded") {
+            break;
+        }
+    }
+    assert!(log.contains(" uploaded"), "upload started: {log}");
+    upload.kill().unwrap(); // SIGKILL: no chance to abort
+    upload.wait().unwrap();
+}
+
+fn open_uploads(key: &str) -> Vec<String> {
+    let listing = runtime()
+        .block_on(
+            server()
+                .client()
+                .list_multipart_uploads()
+                .bucket(BUCKET)
+                .prefix(key)
+                .send(),
+        )
+        .unwrap();
+    listing
+        .uploads()
+        .iter()
+        .filter(|u| u.key() == Some(key))
+        .filter_map(|u| u.upload_id().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn an_upload_aborts_what_a_killed_run_of_ours_left_open_and_nothing_else() {
+    let key = "sweep/os-image.tgz";
+    // Another job's upload to the same key, live while ours runs: never ours to abort.
+    let other = runtime()
+        .block_on(
+            server()
+                .client()
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key(key)
+                .send(),
+        )
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.tgz");
+    fs::write(&big, noise(120 << 20, 11)).unwrap();
+    // This test's own state dir: other tests' uploads in flight record into the shared one.
+    let state = dir.path().join("state");
+    kill_mid_upload(server(), &big, key, &state);
+    let records = state.join("multipart");
+    let left: Vec<_> = fs::read_dir(&records).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "the killed upload is recorded");
+    let killed: Vec<String> = open_uploads(key)
+        .into_iter()
+        .filter(|id| *id != other)
+        .collect();
+    assert_eq!(killed.len(), 1, "the killed upload is still open");
+
+    let file = dir.path().join("os-image.tgz");
+    fs::write(&file, noise(12 << 20, 12)).unwrap(); // multipart: 3 parts of 5 MiB
+    let out = server()
+        .command(&[
+            "upload-os-image",
+            file.to_str().unwrap(),
+            &format!("s3://{BUCKET}/{key}"),
+            "--part-size-mib",
+            "5",
+        ])
+        .env("STEMCELL_BUILDER_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("aborted multipart upload {}", killed[0])),
+        "{stderr}"
+    );
+    assert_eq!(
+        open_uploads(key),
+        vec![other.clone()],
+        "only the other job's upload is left open"
+    );
+    assert_eq!(
+        fs::read_dir(&records).unwrap().count(),
+        0,
+        "no record is left once uploads finish or are aborted"
+    );
+    runtime()
+        .block_on(
+            server()
+                .client()
+                .abort_multipart_upload()
+                .bucket(BUCKET)
+                .key(key)
+                .upload_id(&other)
+                .send(),
+        )
+        .unwrap();
+}

@@ -146,15 +146,24 @@ fn resume_from_skips_earlier_stages_and_keeps_the_chroot() {
         "one",
         "echo one >>\"$work/ran\"; echo kept >\"$chroot/from-one\"",
     );
+    let fail_two = f.path().join("fail-two");
     f.stage(
         "two",
-        "echo two >>\"$work/ran\"; [ -e \"$work/fail-two\" ] && exit 1; true",
+        &format!(
+            "echo two >>\"$work/ran\"; [ -e {} ] && exit 1; true",
+            fail_two.display()
+        ),
     );
     f.stage("three", "echo three >>\"$work/ran\"");
-    fs::create_dir_all(f.work()).unwrap();
-    fs::write(f.work().join("fail-two"), "").unwrap();
-    assert!(!f.build(&[]).status.success());
-    fs::remove_file(f.work().join("fail-two")).unwrap();
+    fs::write(&fail_two, "").unwrap();
+    let failed = f.build(&[]);
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed.stderr).contains("stage 'two' failed"),
+        "{}",
+        text(&failed.stderr)
+    );
+    fs::remove_file(&fail_two).unwrap();
 
     let out = f.build(&["--resume-from", "two"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -244,7 +253,8 @@ fn stage_listed_but_absent_names_it() {
 fn list_stages_prints_the_resolved_order_and_runs_nothing() {
     let f = Fixture::new();
     f.collection(&["b_stage", "a_stage"]);
-    f.stage("b_stage", "touch /tmp/should-not-run");
+    let marker = f.path().join("ran");
+    f.stage("b_stage", &format!("touch {}", marker.display()));
     f.stage("a_stage", "true");
     f.config("a_stage", "true");
     let out = std::process::Command::new(support::bin())
@@ -258,6 +268,8 @@ fn list_stages_prints_the_resolved_order_and_runs_nothing() {
         listing.contains("01 b_stage\n02 a_stage  (config.sh)\n"),
         "{listing}"
     );
+    assert!(!marker.exists(), "list-stages ran a stage");
+    assert!(!f.work().exists(), "list-stages made a work dir");
 }
 
 #[test]

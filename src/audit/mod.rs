@@ -16,7 +16,9 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::archive::members::{Members, Tracked};
 
 use checks::{Check, TargetKind};
 use eval::{Evaluator, Exec};
@@ -178,7 +180,10 @@ pub fn open_target(plan: &AuditPlan) -> Result<Target> {
         crate::archive::unpack(
             archive,
             &root,
-            &crate::archive::UnpackOptions { skip_checksum },
+            &crate::archive::UnpackOptions {
+                skip_checksum,
+                ..Default::default()
+            },
         )
         .map(drop)
     };
@@ -239,29 +244,43 @@ fn tar_stream(path: &Path) -> Result<Box<dyn Read>> {
     })
 }
 
-fn entry_name(entry: &tar::Entry<'_, impl Read>) -> String {
-    String::from_utf8_lossy(&entry.path_bytes())
-        .trim_start_matches("./")
-        .to_string()
+/// Walks an archive's members through the bounded reader unpack uses, so a hostile target
+/// cannot make audit hold a 512 MiB name or pax header; `visit` returns false to stop early.
+/// Returns how many members were visited.
+fn walk(path: &Path, mut visit: impl FnMut(&str, &mut dyn Read) -> Result<bool>) -> Result<u64> {
+    let not_archive = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "{} is not an OS image or a stemcell (a gzip, zstd or plain tar): {e}",
+            path.display()
+        )
+    };
+    let (tracked, state) = Tracked::new(tar_stream(path)?, u64::MAX);
+    let mut archive = tar::Archive::new(tracked);
+    let members = Members::new(&mut archive, state, u64::MAX).map_err(|e| not_archive(&e))?;
+    let mut seen = 0;
+    for member in members {
+        let mut member = member.map_err(|e| not_archive(&e))?;
+        seen += 1;
+        let name = String::from_utf8_lossy(&member.name)
+            .trim_start_matches("./")
+            .to_string();
+        if !visit(&name, &mut member.entry)? {
+            break;
+        }
+    }
+    Ok(seen)
 }
 
 fn first_entry(path: &Path) -> Result<Option<String>> {
-    let mut archive = tar::Archive::new(tar_stream(path)?);
-    let mut entries = archive
-        .entries()
-        .with_context(|| format!("{} is not an archive", path.display()))?;
-    match entries.next() {
-        Some(entry) => {
-            let entry = entry.with_context(|| {
-                format!(
-                    "{} is not an OS image or a stemcell (not a tar)",
-                    path.display()
-                )
-            })?;
-            Ok(Some(entry_name(&entry)))
-        }
-        None => bail!("{} is an empty archive", path.display()),
+    let mut first = None;
+    if walk(path, |name, _| {
+        first = Some(name.to_string());
+        Ok(false)
+    })? == 0
+    {
+        bail!("{} is an empty archive", path.display());
     }
+    Ok(first)
 }
 
 /// The manifest (parsed) and the `image` member (written into `dir`) of a stemcell.
@@ -269,13 +288,11 @@ fn extract_stemcell(path: &Path, dir: &Path) -> Result<(serde_yaml_ng::Value, Pa
     let mut manifest = None;
     let image = dir.join("image");
     let mut have_image = false;
-    let mut archive = tar::Archive::new(tar_stream(path)?);
-    for entry in archive.entries()? {
-        let mut entry = entry.with_context(|| format!("reading {}", path.display()))?;
-        match entry_name(&entry).as_str() {
+    walk(path, |name, entry| {
+        match name {
             "stemcell.MF" => {
                 let mut text = String::new();
-                (&mut entry).take(1 << 20).read_to_string(&mut text)?;
+                entry.take(1 << 20).read_to_string(&mut text)?;
                 manifest = Some(
                     serde_yaml_ng::from_str(&text)
                         .with_context(|| format!("{}: stemcell.MF is not YAML", path.display()))?,
@@ -283,13 +300,14 @@ fn extract_stemcell(path: &Path, dir: &Path) -> Result<(serde_yaml_ng::Value, Pa
             }
             "image" => {
                 let mut out = File::create(&image)?;
-                std::io::copy(&mut entry, &mut out)
+                std::io::copy(entry, &mut out)
                     .with_context(|| format!("extracting the image of {}", path.display()))?;
                 have_image = true;
             }
             _ => {}
         }
-    }
+        Ok(true)
+    })?;
     match (manifest, have_image) {
         (Some(manifest), true) => Ok((manifest, image)),
         _ => bail!(
@@ -301,15 +319,16 @@ fn extract_stemcell(path: &Path, dir: &Path) -> Result<(serde_yaml_ng::Value, Pa
 
 /// The disk file a VM stemcell's image holds (`root.img`, `disk.raw`, ...), if any.
 fn disk_member(image: &Path) -> Result<Option<String>> {
-    let mut archive = tar::Archive::new(tar_stream(image)?);
-    for entry in archive.entries()?.take(8) {
-        let name = entry_name(&entry?);
-        let name = name.trim_start_matches("./");
+    let mut disk = None;
+    let mut looked = 0;
+    walk(image, |name, _| {
+        looked += 1;
         if matches!(name, "root.img" | "disk.raw" | "root.vhd" | "image.ovf")
             || name.ends_with(".vmdk")
         {
-            return Ok(Some(name.to_string()));
+            disk = Some(name.to_string());
         }
-    }
-    Ok(None)
+        Ok(disk.is_none() && looked < 8)
+    })?;
+    Ok(disk)
 }

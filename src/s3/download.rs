@@ -168,7 +168,7 @@ async fn download_async(plan: &DownloadPlan, reporter: &Reporter) -> Result<Down
         .buffer_unordered(plan.concurrency.max(1));
     let fetched: Result<Vec<()>> = tokio::select! {
         result = fetch.try_collect() => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        signal = super::interrupt_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     if let Err(err) = fetched {
         bar.finish("FAILED", started.elapsed());

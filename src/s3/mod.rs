@@ -5,6 +5,7 @@
 pub mod client;
 pub mod download;
 pub mod errors;
+pub mod pending;
 pub mod upload;
 pub mod url;
 
@@ -20,4 +21,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM, naming it: transfers stop and
+/// clean up (abort the multipart upload, delete the temp file) instead of dying half-way.
+pub async fn interrupt_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

@@ -1,7 +1,9 @@
 //! `upload-os-image`: multipart above a threshold with bounded concurrent parts streamed from
 //! disk, the sha256 as metadata and as a `KEY.sha256` object. A failed upload aborts its
 //! multipart upload (retrying the abort while the store is unreachable), so no object appears
-//! under the final key and no parts are left behind.
+//! under the final key and no parts are left behind. An upload that could not abort (it was
+//! SIGKILLed) is recorded in the state dir, and the next upload to the key aborts it; uploads
+//! of other jobs to the same key are never touched.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::client::{self, S3Client};
 use super::errors::{explain, Target};
+use super::pending::PendingUploads;
 use super::{ChecksumMode, S3Options, S3Url, SHA256_METADATA};
 use crate::progress::Reporter;
 
@@ -27,6 +30,9 @@ pub struct UploadPlan {
     pub part_size: u64,
     /// Parts in flight at once.
     pub concurrency: usize,
+    /// Where multipart uploads in flight are recorded (see `pending`); `None`: not recorded,
+    /// and no earlier upload is cleaned up.
+    pub state_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
@@ -42,6 +48,7 @@ impl UploadPlan {
             multipart_threshold: DEFAULT_PART_SIZE,
             part_size: DEFAULT_PART_SIZE,
             concurrency: 4,
+            state_dir: None,
         }
     }
 }
@@ -66,17 +73,7 @@ pub fn upload(plan: &UploadPlan, reporter: &Reporter) -> Result<String> {
     let started = Instant::now();
     let digest = crate::checksum::sha256_file(&plan.file)?;
     step.finish(&digest, started.elapsed());
-    let sidecar = crate::checksum::sidecar_path(&plan.file);
-    if sidecar.exists() {
-        let expected = crate::checksum::read_sidecar(&sidecar)?;
-        if expected != digest {
-            bail!(
-                "checksum mismatch for {}: {} says {expected}, the file has {digest}; rebuild it before uploading",
-                plan.file.display(),
-                sidecar.display()
-            );
-        }
-    }
+    crate::checksum::check_sidecar(&plan.file, &digest)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let s3 = client::build(&plan.options).await;
@@ -179,7 +176,10 @@ async fn multipart(
     bar: &crate::progress::Step,
 ) -> Result<()> {
     let url = &plan.url;
-    sweep_stale_uploads(s3, url).await;
+    let pending = plan.state_dir.as_deref().map(PendingUploads::new);
+    if let Some(pending) = &pending {
+        abort_abandoned(s3, url, pending, bar).await;
+    }
     let mut create = s3
         .client
         .create_multipart_upload()
@@ -197,6 +197,23 @@ async fn multipart(
         .upload_id()
         .context("the store returned no upload id")?
         .to_string();
+    let record = match &pending {
+        Some(pending) => {
+            match pending.record(s3.endpoint.as_deref(), &url.bucket, &url.key, &upload_id) {
+                Ok(record) => Some(record),
+                Err(err) => {
+                    abort(s3, url, &upload_id).await?;
+                    return Err(err);
+                }
+            }
+        }
+        None => None,
+    };
+    let forget = || {
+        if let (Some(pending), Some(record)) = (&pending, &record) {
+            pending.forget(record);
+        }
+    };
 
     let part_size = part_size_for(len, plan.part_size);
     let count = len.div_ceil(part_size);
@@ -247,7 +264,7 @@ async fn multipart(
 
     let uploaded = tokio::select! {
         result = parts.try_collect::<Vec<CompletedPart>>() => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        signal = super::interrupt_signal() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     let completed = match uploaded {
         Ok(mut parts) => {
@@ -274,8 +291,10 @@ async fn multipart(
             "upload failed ({err}); aborting multipart upload {upload_id}"
         ));
         abort(s3, url, &upload_id).await?;
+        forget();
         return Err(err);
     }
+    forget();
     Ok(())
 }
 
@@ -311,30 +330,35 @@ async fn abort(s3: &S3Client, url: &S3Url, upload_id: &str) -> Result<()> {
     }
 }
 
-/// Aborts multipart uploads to this exact key that an earlier, killed upload left open.
-async fn sweep_stale_uploads(s3: &S3Client, url: &S3Url) {
-    let Ok(listing) = s3
-        .client
-        .list_multipart_uploads()
-        .bucket(&url.bucket)
-        .prefix(&url.key)
-        .send()
-        .await
-    else {
-        return; // the create call that follows reports any real problem
-    };
-    for upload in listing.uploads() {
-        if upload.key() == Some(url.key.as_str()) {
-            if let Some(id) = upload.upload_id() {
-                let _ = s3
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&url.bucket)
-                    .key(&url.key)
-                    .upload_id(id)
-                    .send()
-                    .await;
-            }
+/// Aborts the multipart uploads to this key that an earlier run of ours started and could not
+/// finish or abort (it was killed). Another job's upload to the same key is not in our records,
+/// so it is left alone, however old.
+async fn abort_abandoned(
+    s3: &S3Client,
+    url: &S3Url,
+    pending: &PendingUploads,
+    bar: &crate::progress::Step,
+) {
+    for upload in pending.abandoned(s3.endpoint.as_deref(), &url.bucket, &url.key) {
+        let result = s3
+            .client
+            .abort_multipart_upload()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        let gone = match &result {
+            Ok(_) => true,
+            // Already completed or aborted: nothing left to clean.
+            Err(e) => e.raw_response().is_some_and(|r| r.status().as_u16() == 404),
+        };
+        if gone {
+            bar.line(&format!(
+                "aborted multipart upload {} left open by an earlier, interrupted upload (pid {})",
+                upload.upload_id, upload.pid
+            ));
+            pending.forget(&upload);
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 
+use super::mask::Masker;
 use crate::progress::Step;
 
 pub const TAIL_LINES: usize = 20;
@@ -54,19 +55,26 @@ pub fn sandboxed(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Command> {
     Ok(command)
 }
 
-/// Runs `command`, appending its output to `log` (created when `truncate`).
+/// Runs `command`, appending its output to `log` (created when `truncate`, mode 0600). Every
+/// line is masked (secrets as `***`) before it reaches the log, the console or the tail.
 pub fn run_logged(
     mut command: Command,
     log: &Path,
     truncate: bool,
     step: &Step,
+    mask: &Masker,
 ) -> Result<Outcome> {
     let mut log_file = open_log(log, truncate)?;
+    // The command line only: its environment holds the build's settings, secrets included.
+    let words: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
     writeln!(
         log_file,
-        "### {} {:?}",
+        "### {} {}",
         crate::progress::timestamp(),
-        command
+        mask.mask(&shell_words::join(words))
     )?;
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     command
@@ -90,10 +98,16 @@ pub fn run_logged(
         if n == 0 {
             break;
         }
+        let raw = String::from_utf8_lossy(&buf);
+        let text = mask.mask(&raw);
+        // The bytes as they came, unless a secret had to be cut out of them.
+        let logged = match &text {
+            std::borrow::Cow::Borrowed(_) => buf.as_slice(),
+            std::borrow::Cow::Owned(masked) => masked.as_bytes(),
+        };
         log_file
-            .write_all(&buf)
+            .write_all(logged)
             .map_err(|e| crate::fsutil::io_error(e, "writing", log))?;
-        let text = String::from_utf8_lossy(&buf);
         // apt draws progress with carriage returns: show the last frame only.
         let line = text
             .trim_end_matches(['\n', '\r'])
@@ -122,13 +136,15 @@ pub fn run_logged(
 
 fn open_log(log: &Path, truncate: bool) -> Result<File> {
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| crate::fsutil::io_error(e, "creating", dir))?;
+        crate::fsutil::create_private_dir(dir)?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .write(true)
         .append(!truncate)
         .truncate(truncate)
+        .mode(0o600)
         .open(log)
         .map_err(|e| crate::fsutil::io_error(e, "opening log", log))
 }

@@ -32,11 +32,12 @@ impl Report {
 }
 
 pub fn human(elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64();
-    if secs >= 60.0 {
-        format!("{}m{:04.1}s", (secs / 60.0) as u64, secs % 60.0)
+    // Round to tenths first, then split: splitting first prints 119.96 s as `1m60.0s`.
+    let tenths = (elapsed.as_secs_f64() * 10.0).round() as u64;
+    if tenths >= 600 {
+        format!("{}m{:02}.{}s", tenths / 600, tenths % 600 / 10, tenths % 10)
     } else {
-        format!("{secs:.1}s")
+        format!("{}.{}s", tenths / 10, tenths % 10)
     }
 }
 
@@ -59,5 +60,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("total") && text.contains("1m02.5s"), "{text}");
+    }
+
+    #[test]
+    fn seconds_never_read_sixty() {
+        assert_eq!(human(Duration::from_secs_f64(119.96)), "2m00.0s");
+        assert_eq!(human(Duration::from_secs_f64(59.96)), "1m00.0s");
+        assert_eq!(human(Duration::from_secs_f64(59.94)), "59.9s");
+        assert_eq!(human(Duration::from_secs_f64(3599.99)), "60m00.0s");
+        assert_eq!(human(Duration::from_millis(60)), "0.1s");
     }
 }

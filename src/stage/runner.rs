@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::collection::Stage;
+use super::mask::Masker;
 use super::process::{self, run_logged, sandboxed};
 use super::report::Report;
-use crate::collections::Stage;
+use crate::pipeline::settings::BuildSettings;
 use crate::progress::Reporter;
-use crate::settings::BuildSettings;
 
 pub struct RunPlan<'a> {
     pub stages: &'a [Stage],
@@ -23,9 +24,13 @@ pub struct RunPlan<'a> {
     pub chroot: PathBuf,
     pub stages_dir: PathBuf,
     pub settings: &'a BuildSettings,
-    /// The command that started this build, without `--resume-from`; the failure message
-    /// appends `--resume-from STAGE` to it.
+    /// The command that started this build, without `--resume-from` and without the values of
+    /// secret settings; the failure message appends `--resume-from STAGE` to it.
     pub resume_command: String,
+    /// Said after the resume command when secret values were left out of it.
+    pub resume_note: String,
+    /// Masks the secret settings' values in logs, console and failure messages.
+    pub mask: Masker,
 }
 
 impl RunPlan<'_> {
@@ -70,6 +75,9 @@ pub struct Interrupted {
 pub fn run_stages(plan: &RunPlan, reporter: &Reporter, report: &mut Report) -> Result<()> {
     plan.settings.write(&plan.build_settings_file())?;
     let settings_arg = plan.build_settings_file();
+    for stage in plan.stages {
+        prepare_stage_settings(&plan.stage_settings_file(stage))?;
+    }
     for (index, stage) in plan.stages.iter().enumerate() {
         let Some(config) = stage.config_script() else {
             continue;
@@ -78,7 +86,7 @@ pub fn run_stages(plan: &RunPlan, reporter: &Reporter, report: &mut Report) -> R
         let step = reporter.step(&format!("{} config", stage.slug()));
         let started = Instant::now();
         let command = stage_command(plan, stage, &config, settings_arg.as_os_str())?;
-        let outcome = run_logged(command, &plan.log_path(stage), applying, &step)?;
+        let outcome = run_logged(command, &plan.log_path(stage), applying, &step, &plan.mask)?;
         finish(plan, stage, "config.sh", outcome, step, started, report)?;
     }
     for (index, stage) in plan.stages.iter().enumerate() {
@@ -90,7 +98,7 @@ pub fn run_stages(plan: &RunPlan, reporter: &Reporter, report: &mut Report) -> R
         let started = Instant::now();
         let command = stage_command(plan, stage, &stage.apply_script(), plan.work.as_os_str())?;
         let fresh_log = stage.config_script().is_none();
-        let outcome = run_logged(command, &plan.log_path(stage), fresh_log, &step)?;
+        let outcome = run_logged(command, &plan.log_path(stage), fresh_log, &step, &plan.mask)?;
         finish(plan, stage, "apply.sh", outcome, step, started, report)?;
     }
     Ok(())
@@ -106,7 +114,10 @@ fn finish(
     report: &mut Report,
 ) -> Result<()> {
     let elapsed = started.elapsed();
-    let resume = format!("{} --resume-from {}", plan.resume_command, stage.name);
+    let resume = format!(
+        "{} --resume-from {}{}",
+        plan.resume_command, stage.name, plan.resume_note
+    );
     if process::interrupted() {
         step.finish("interrupted", elapsed);
         report.add(stage.slug(), elapsed, "interrupted");
@@ -133,6 +144,25 @@ fn finish(
     if script == "apply.sh" {
         report.add(stage.slug(), elapsed, "ok");
     }
+    Ok(())
+}
+
+/// A stage's own settings file exists, empty and private, before its config.sh runs: what that
+/// persists may be a secret, and the prelude's `>` keeps the mode of the file it truncates.
+fn prepare_stage_settings(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        crate::fsutil::create_private_dir(dir)?;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| crate::fsutil::io_error(e, "creating", path))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! `build-stemcell`: an OS image (local or in S3) unpacked into a fresh chroot, the stemcell
-//! stages run on it with the same runner as `build-os-image`, then `image` in the IaaS's format,
+//! The stemcell artifact: `build-stemcell` runs the common pipeline (`crate::pipeline`) on an OS
+//! image (local or in S3) as its base, then this packager writes `image` in the IaaS's format,
 //! the manifest, package list, dev-tools list and SBOMs, tarred in BOSH's order.
 
 pub mod iaas;
@@ -15,66 +15,29 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 
-use crate::archive::{self, Compression, UnpackOptions};
-use crate::collections::{self, Stage};
+use crate::archive::Compression;
+use crate::pipeline::settings::{BuildSettings, OsIdentity};
+use crate::pipeline::workspace::Workspace;
+use crate::pipeline::Packager;
 use crate::progress::Reporter;
-use crate::s3::{S3Options, S3Url};
-use crate::settings::BuildSettings;
-use crate::stage::report::Report;
-use crate::stage::{run_stages, RunPlan};
-use crate::workspace::Workspace;
 use iaas::{ImageFormat, Target};
 use manifest::{ManifestInput, StemcellManifest};
 
+/// `build-stemcell`'s packager: the agent in, the stemcell settings, then `image`, the
+/// manifest, the package lists and SBOMs, tarred in BOSH's order.
 #[derive(Debug, Clone)]
-pub enum OsImageSource {
-    Local(PathBuf),
-    S3(S3Url, S3Options),
-}
-
-impl OsImageSource {
-    pub fn parse(text: &str, s3: S3Options) -> Result<Self> {
-        if S3Url::is_s3(text) {
-            Ok(Self::S3(text.parse()?, s3))
-        } else {
-            Ok(Self::Local(PathBuf::from(text)))
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct StemcellPlan {
-    pub os_image: OsImageSource,
+pub struct StemcellPackager {
     pub target: &'static Target,
     pub format: ImageFormat,
     pub version: String,
     pub agent: PathBuf,
     pub output_dir: PathBuf,
-    pub work_dir: PathBuf,
-    pub stages_dir: PathBuf,
-    pub collection: Option<String>,
-    pub resume_from: Option<String>,
-    pub overrides: Vec<String>,
-    /// `debian-trixie`; default: read from the image's /etc/os-release.
-    pub os: Option<String>,
     pub disk_size_mib: Option<u64>,
-    pub resume_command: String,
+    /// The collection the stages come from (named when the disk is missing).
+    pub collection: String,
 }
 
-impl StemcellPlan {
-    pub fn collection_name(&self) -> String {
-        self.collection
-            .clone()
-            .unwrap_or_else(|| format!("stemcell-{}", self.target.iaas))
-    }
-
-    pub fn stages(&self) -> Result<Vec<Stage>> {
-        Ok(collections::load_collection(
-            &self.stages_dir,
-            &self.collection_name(),
-        )?)
-    }
-
+impl StemcellPackager {
     /// `bosh-stemcell-VERSION-IAAS-HYPERVISOR-OSNAME-OSVERSION-go_agent[-FORMAT].tgz`
     pub fn file_name(&self, os_name: &str, os_version: &str) -> String {
         let suffix = if self.format == self.target.default_format {
@@ -87,226 +50,123 @@ impl StemcellPlan {
             self.version, self.target.iaas, self.target.hypervisor
         )
     }
-}
 
-/// What the image's /etc/os-release says: (`debian`, `trixie`).
-pub fn os_release(root: &Path) -> Result<(String, String)> {
-    let path = root.join("etc/os-release");
-    let path = if path.exists() {
-        path
-    } else {
-        root.join("usr/lib/os-release")
-    };
-    let text = std::fs::read_to_string(&path)
-        .context("the OS image has no /etc/os-release: pass --os NAME-VERSION")?;
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(|v| v.trim_matches('"').to_string())
-            .filter(|v| !v.is_empty())
-    };
-    match (field("ID"), field("VERSION_CODENAME")) {
-        (Some(id), Some(codename)) => Ok((id, codename)),
-        _ => bail!(
-            "{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION",
-            path.display()
-        ),
+    fn agent_copy(work: &Path) -> PathBuf {
+        work.join("inputs").join("bosh-agent")
+    }
+
+    fn disk_dir(work: &Path) -> PathBuf {
+        work.join("disk")
     }
 }
 
-fn check_inputs(plan: &StemcellPlan) -> Result<()> {
-    if plan.version.trim().is_empty()
-        || plan.version.contains('/')
-        || plan.version.contains(char::is_whitespace)
-    {
-        bail!(
-            "--version '{}' is not a stemcell version: use something like 1.2 or 1.2.3",
-            plan.version
-        );
+impl Packager for StemcellPackager {
+    fn step_name(&self) -> &'static str {
+        "package"
     }
-    let agent = std::fs::metadata(&plan.agent).with_context(|| {
-        format!(
-            "agent {} does not exist: pass the bosh-agent binary with --agent",
-            plan.agent.display()
-        )
-    })?;
-    if !agent.is_file() || agent.permissions().mode() & 0o111 == 0 {
-        bail!(
-            "agent {} is not an executable file: chmod +x it or pass the bosh-agent binary",
-            plan.agent.display()
-        );
-    }
-    if !plan.output_dir.is_dir() {
-        bail!(
-            "output directory {} does not exist: create it or pass another --output-dir",
-            plan.output_dir.display()
-        );
-    }
-    if let OsImageSource::Local(path) = &plan.os_image {
-        if !path.is_file() {
+
+    fn check(&self) -> Result<()> {
+        let version = &self.version;
+        if version.trim().is_empty()
+            || version.contains('/')
+            || version.contains(char::is_whitespace)
+            || version.starts_with('.')
+        {
             bail!(
-                "OS image {} does not exist: build one with build-os-image or pass s3://BUCKET/KEY",
-                path.display()
+                "--version '{version}' is not a stemcell version: use something like 1.2 or 1.2.3"
             );
         }
-    }
-    if let Some(os) = &plan.os {
-        if os.split_once('-').is_none() {
-            bail!("--os {os}: write NAME-VERSION, e.g. debian-trixie");
+        let agent = std::fs::metadata(&self.agent).with_context(|| {
+            format!(
+                "agent {} does not exist: pass the bosh-agent binary with --agent",
+                self.agent.display()
+            )
+        })?;
+        if !agent.is_file() || agent.permissions().mode() & 0o111 == 0 {
+            bail!(
+                "agent {} is not an executable file: chmod +x it or pass the bosh-agent binary",
+                self.agent.display()
+            );
         }
+        if !self.output_dir.is_dir() {
+            bail!(
+                "output directory {} does not exist: create it or pass another --output-dir",
+                self.output_dir.display()
+            );
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-pub fn build(plan: &StemcellPlan, reporter: &Reporter) -> Result<PathBuf> {
-    check_inputs(plan)?;
-    let stages = plan.stages()?;
-    let start_at = match &plan.resume_from {
-        Some(name) => collections::position_of(&stages, name)?,
-        None => 0,
-    };
-    let mut overrides = BuildSettings::default();
-    overrides.apply_overrides(&plan.overrides)?; // malformed pairs fail before anything runs
-    let workspace = Workspace::open(&plan.work_dir)?;
-    let mut report = Report::default();
-    let result = (|| -> Result<PathBuf> {
-        let inputs = workspace.work.join("inputs");
-        if plan.resume_from.is_some() {
-            workspace.require_base()?;
-        } else {
-            let started = Instant::now();
-            workspace.reset()?;
-            std::fs::create_dir_all(&inputs)?;
-            let image = fetch_os_image(plan, &inputs, reporter)?;
-            let step = reporter.step("unpack OS image");
-            let unpacked = archive::unpack(&image, &workspace.chroot, &UnpackOptions::default())?;
-            step.finish(&format!("{} entries", unpacked.entries), started.elapsed());
-            workspace.mark_base_done()?;
-            report.add(
-                "00-os-image",
-                started.elapsed(),
-                if unpacked.checksum_verified {
-                    "ok (sha256 verified)"
-                } else {
-                    "ok"
-                },
-            );
-        }
+    fn prepare(&self, workspace: &Workspace, resuming: bool) -> Result<()> {
         // The agent is (re)copied on resume too: fixing the agent is a reason to resume.
-        std::fs::create_dir_all(&inputs)?;
-        let agent = inputs.join("bosh-agent");
-        std::fs::copy(&plan.agent, &agent)
-            .with_context(|| format!("copying agent {}", plan.agent.display()))?;
+        workspace.private_dir("inputs")?;
+        let agent = Self::agent_copy(&workspace.work);
+        std::fs::copy(&self.agent, &agent)
+            .with_context(|| format!("copying agent {}", self.agent.display()))?;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
+        if !resuming {
+            crate::fsutil::remove_tree(&Self::disk_dir(&workspace.work))?;
+        }
+        Ok(())
+    }
 
-        let (os_name, os_version) = match &plan.os {
-            Some(os) => {
-                let (n, v) = os.split_once('-').expect("checked");
-                (n.to_string(), v.to_string())
-            }
-            None => os_release(&workspace.chroot)?,
-        };
-        let arch = dpkg_arch(&workspace.chroot);
-        let disk_dir = workspace.work.join("disk");
-        let mut settings = BuildSettings::default();
-        settings.set("os", format!("{os_name}-{os_version}"))?;
-        settings.set("os_name", &os_name)?;
-        settings.set("os_version", &os_version)?;
-        settings.set("arch", &arch)?;
-        settings.set("stemcell_operating_system", &os_name)?;
-        settings.set("stemcell_operating_system_version", &os_version)?;
-        settings.set("stemcell_infrastructure", plan.target.iaas)?;
-        settings.set("stemcell_hypervisor", plan.target.hypervisor)?;
-        settings.set("stemcell_version", &plan.version)?;
-        settings.set(
+    fn settings(&self, work: &Path, os: &OsIdentity, settings: &mut BuildSettings) -> Result<()> {
+        let target = self.target;
+        settings.fixed("stemcell_infrastructure", target.iaas, "--iaas");
+        settings.fixed("stemcell_hypervisor", target.hypervisor, "--hypervisor");
+        settings.fixed("stemcell_version", &self.version, "--version");
+        settings.fixed(
             "stemcell_name",
-            StemcellManifest::name_for(
-                plan.target.iaas,
-                plan.target.hypervisor,
-                &os_name,
-                &os_version,
-            ),
-        )?;
-        settings.set("image_format", plan.format.name())?;
-        settings.set("disk_dir", disk_dir.display().to_string())?;
-        settings.set(
+            StemcellManifest::name_for(target.iaas, target.hypervisor, &os.os_name, &os.os_version),
+            "--iaas",
+        );
+        settings.fixed("image_format", self.format.name(), "--format");
+        settings.fixed(
+            "disk_dir",
+            Self::disk_dir(work).display().to_string(),
+            "--work-dir",
+        );
+        settings.fixed(
             "disk_size_mib",
-            plan.disk_size_mib
+            self.disk_size_mib
                 .map(|m| m.to_string())
                 .unwrap_or_default(),
-        )?;
-        settings.set("agent_binary", agent.display().to_string())?;
-        settings.apply_overrides(&plan.overrides)?;
-        if plan.resume_from.is_none() {
-            crate::fsutil::remove_tree(&disk_dir)?;
-        }
-
-        let run = RunPlan {
-            stages: &stages,
-            start_at,
-            work: workspace.work.clone(),
-            chroot: workspace.chroot.clone(),
-            stages_dir: plan.stages_dir.clone(),
-            settings: &settings,
-            resume_command: plan.resume_command.clone(),
-        };
-        run_stages(&run, reporter, &mut report)?;
-
-        let started = Instant::now();
-        crate::chroot::policy_rc::remove_stale(&workspace.chroot)?;
-        let output = package(
-            plan,
-            &workspace,
-            &os_name,
-            &os_version,
-            &arch,
-            &disk_dir,
-            reporter,
-        )?;
-        report.add("package", started.elapsed(), "ok");
-        Ok(output)
-    })();
-    print!("{}", report.render());
-    let output = result?;
-    println!("wrote {}", output.display());
-    Ok(output)
-}
-
-fn fetch_os_image(plan: &StemcellPlan, inputs: &Path, reporter: &Reporter) -> Result<PathBuf> {
-    match &plan.os_image {
-        OsImageSource::Local(path) => Ok(path.clone()),
-        OsImageSource::S3(url, options) => {
-            let local = inputs.join("os-image.tgz");
-            let mut download =
-                crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());
-            download.if_changed = true;
-            crate::s3::download::download(&download, reporter)?;
-            Ok(local)
-        }
+            "--disk-size-mib",
+        );
+        settings.fixed(
+            "agent_binary",
+            Self::agent_copy(work).display().to_string(),
+            "--agent",
+        );
+        Ok(())
     }
-}
 
-fn dpkg_arch(root: &Path) -> String {
-    crate::packages::installed(root)
-        .ok()
-        .and_then(|p| p.into_iter().find(|p| p.name == "dpkg").map(|p| p.arch))
-        .unwrap_or_else(crate::cli::host_arch)
+    fn package(
+        &self,
+        workspace: &Workspace,
+        os: &OsIdentity,
+        settings: &BuildSettings,
+        reporter: &Reporter,
+    ) -> Result<PathBuf> {
+        let arch = settings.get("arch").unwrap_or_default();
+        package(self, workspace, &os.os_name, &os.os_version, arch, reporter)
+    }
 }
 
 /// The `image` member and everything around it, then the tarball.
 fn package(
-    plan: &StemcellPlan,
+    plan: &StemcellPackager,
     workspace: &Workspace,
     os_name: &str,
     os_version: &str,
     arch: &str,
-    disk_dir: &Path,
     reporter: &Reporter,
 ) -> Result<PathBuf> {
     let chroot = &workspace.chroot;
+    let disk_dir = &StemcellPackager::disk_dir(&workspace.work);
     let staging = workspace.work.join("stemcell");
     crate::fsutil::remove_tree(&staging)?;
-    std::fs::create_dir_all(&staging)?;
+    workspace.private_dir("stemcell")?;
 
     let image = staging.join("image");
     let disk_mib = match plan.format.disk() {
@@ -322,7 +182,7 @@ fn package(
                     bail!(
                         "{} is missing: the image_disk stage must run (collection '{}') and write the {} disk",
                         path.display(),
-                        plan.collection_name(),
+                        plan.collection,
                         plan.format.name()
                     );
                 }
@@ -353,14 +213,15 @@ fn package(
         staging.join("packages.txt"),
         crate::packages::render(&packages),
     )?;
-    let dev_tools = chroot.join("var/vcap/bosh/etc/dev_tools_file_list");
-    if !dev_tools.exists() {
+    // Read inside the tree: an image whose list links to a host file must not ship that file.
+    const DEV_TOOLS: &str = "var/vcap/bosh/etc/dev_tools_file_list";
+    let Some(dev_tools) = crate::inroot::read_if_exists(chroot, DEV_TOOLS, 16 << 20)? else {
         bail!(
-            "{} is missing: the dev_tools_config stage must run before packaging",
-            dev_tools.display()
+            "/{DEV_TOOLS} is missing from {}: the dev_tools_config stage must run before packaging",
+            chroot.display()
         );
-    }
-    std::fs::copy(&dev_tools, staging.join("dev_tools_file_list.txt"))?;
+    };
+    std::fs::write(staging.join("dev_tools_file_list.txt"), dev_tools)?;
 
     let name = StemcellManifest::name_for(
         plan.target.iaas,

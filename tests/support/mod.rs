@@ -20,7 +20,7 @@ pub fn repo() -> PathBuf {
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc",
     "test", "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf",
-    "kill", "sed",
+    "kill", "sed", "chroot", "mknod", "ip", "insmod", "date", "unshare", "umount", "ln", "dd",
 ];
 
 /// A root tree with busybox-static and its applets: enough for stages that run shell code.
@@ -114,6 +114,11 @@ impl Fixture {
 
     /// `build-os-image` on the busybox base with the `test` collection, plus `extra` flags.
     pub fn build_command(&self, extra: &[&str]) -> Command {
+        self.build_command_in(&self.work(), extra)
+    }
+
+    /// `build_command` with another work dir.
+    pub fn build_command_in(&self, work: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("build-os-image")
             .arg("--stages-dir")
@@ -123,7 +128,7 @@ impl Fixture {
             .arg("--base")
             .arg(self.base())
             .arg("--work-dir")
-            .arg(self.work())
+            .arg(work)
             .arg("--output")
             .arg(self.output())
             .arg("--no-cache")
@@ -257,4 +262,28 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// Runs the binary with `args` under GNU time: (exit code, stderr, its own peak RSS in KiB).
+/// A child spawned straight from the test process would report that process's peak instead
+/// (vfork shares its memory map until exec); GNU time forks from a small process.
+pub fn run_with_peak_rss(args: &[&std::ffi::OsStr], scratch: &Path) -> (i32, String, i64) {
+    let rss_file = scratch.join("peak-rss");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("GNU time is installed (apt-get install time)");
+    let rss = fs::read_to_string(&rss_file)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stderr), rss)
 }

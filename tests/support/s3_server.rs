@@ -198,8 +198,14 @@ impl S3Server {
             .env("AWS_REGION", "us-east-1")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
+            // Records of multipart uploads in flight stay in the test's dir, not the host's.
+            .env("STEMCELL_BUILDER_STATE_DIR", self.state_dir())
             .stdin(Stdio::null());
         cmd
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// SIGKILL, as a crash would.

@@ -1,4 +1,4 @@
-//! The base root filesystem (layer 0): mmdebstrap when installed, debootstrap otherwise, cached
+//! A bootstrapped base root filesystem: mmdebstrap when installed, debootstrap otherwise, cached
 //! by what determines its content, plus the UTC date so a day's security updates are picked up.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{self, Compression, PackOptions, UnpackOptions};
 use crate::progress::Reporter;
+use crate::stage::mask::Masker;
 use crate::stage::process::{run_logged, sandboxed};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,6 @@ pub struct BaseSpec {
     pub mirror: Option<String>,
     pub keyring: Option<PathBuf>,
     pub packages: Vec<String>,
-    /// The two tools leave slightly different trees (apt config, sources): part of the key.
-    pub bootstrapper: Bootstrapper,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +97,9 @@ impl Bootstrapper {
 }
 
 impl BaseSpec {
-    /// The cache key: everything that determines the base's content, and the UTC day.
-    pub fn cache_key(&self, day: &str) -> String {
+    /// The cache key: everything that determines the base's content, and the UTC day. The two
+    /// tools leave slightly different trees (apt config, sources): the tool is part of it.
+    pub fn cache_key(&self, tool: Bootstrapper, day: &str) -> String {
         let mut hasher = Sha256::new();
         let mut packages = self.packages.clone();
         packages.sort();
@@ -110,7 +110,7 @@ impl BaseSpec {
             .unwrap_or_default();
         for part in [
             "base-v1",
-            self.bootstrapper.name(),
+            tool.name(),
             &self.suite,
             &self.arch,
             &self.variant,
@@ -139,7 +139,7 @@ pub fn utc_day() -> String {
         .unwrap_or_default()
 }
 
-pub enum BaseSource {
+pub enum BaseOrigin {
     Cache(PathBuf),
     Bootstrapped(Bootstrapper),
 }
@@ -147,14 +147,15 @@ pub enum BaseSource {
 /// Fills `target` (which must not exist) with the base, from the cache when it can.
 pub fn provide(
     spec: &BaseSpec,
+    tool: Bootstrapper,
     cache_dir: Option<&Path>,
     target: &Path,
     log: &Path,
     reporter: &Reporter,
-) -> Result<BaseSource> {
+) -> Result<BaseOrigin> {
     let cached = cache_dir.map(|dir| {
         dir.join("base")
-            .join(format!("{}.tar.zst", spec.cache_key(&utc_day())))
+            .join(format!("{}.tar.zst", spec.cache_key(tool, &utc_day())))
     });
     if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
         let step = reporter.step("base (cached)");
@@ -166,15 +167,20 @@ pub fn provide(
             )
         })?;
         step.finish("restored", started.elapsed());
-        return Ok(BaseSource::Cache(cached.clone()));
+        return Ok(BaseOrigin::Cache(cached.clone()));
     }
-    let tool = spec.bootstrapper;
     let step = reporter.step(&format!("base ({} {})", tool.name(), spec.suite));
     let started = Instant::now();
     let program = which::which(tool.name())?;
     let args = tool.arguments(spec, target);
     let os_args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let outcome = run_logged(sandboxed(&program, &os_args)?, log, true, &step)?;
+    let outcome = run_logged(
+        sandboxed(&program, &os_args)?,
+        log,
+        true,
+        &step,
+        &Masker::default(),
+    )?;
     if outcome.code != 0 {
         step.finish("FAILED", started.elapsed());
         let tail: Vec<String> = outcome.tail.into_iter().collect();
@@ -191,7 +197,7 @@ pub fn provide(
     if let Some(cached) = cached {
         store(target, &cached, reporter)?;
     }
-    Ok(BaseSource::Bootstrapped(tool))
+    Ok(BaseOrigin::Bootstrapped(tool))
 }
 
 fn store(tree: &Path, cached: &Path, reporter: &Reporter) -> Result<()> {
@@ -228,29 +234,30 @@ mod tests {
             mirror: None,
             keyring: None,
             packages: vec!["sudo".into(), "cron".into()],
-            bootstrapper: Bootstrapper::Mmdebstrap,
         }
     }
 
     #[test]
     fn cache_key_changes_with_content_inputs_and_day() {
-        let base = spec().cache_key("2026-11-24");
-        assert_eq!(base, spec().cache_key("2026-11-24"));
-        assert_ne!(base, spec().cache_key("2026-11-25"));
+        let mm = Bootstrapper::Mmdebstrap;
+        let base = spec().cache_key(mm, "2026-11-24");
+        assert_eq!(base, spec().cache_key(mm, "2026-11-24"));
+        assert_ne!(base, spec().cache_key(mm, "2026-11-25"));
         let mut other = spec();
         other.packages.push("vim-tiny".into());
-        assert_ne!(base, other.cache_key("2026-11-24"));
+        assert_ne!(base, other.cache_key(mm, "2026-11-24"));
         let mut other = spec();
         other.mirror = Some("http://mirror.invalid/debian".into());
-        assert_ne!(base, other.cache_key("2026-11-24"));
-        let mut other = spec();
-        other.bootstrapper = Bootstrapper::Debootstrap;
-        assert_ne!(base, other.cache_key("2026-11-24"));
+        assert_ne!(base, other.cache_key(mm, "2026-11-24"));
+        assert_ne!(
+            base,
+            spec().cache_key(Bootstrapper::Debootstrap, "2026-11-24")
+        );
         let mut reordered = spec();
         reordered.packages.reverse();
         assert_eq!(
             base,
-            reordered.cache_key("2026-11-24"),
+            reordered.cache_key(mm, "2026-11-24"),
             "package order does not matter"
         );
     }

@@ -1,5 +1,7 @@
 //! `stages/collections.yml`: which stages run, in order, for each collection (one per OS family,
-//! later one per IaaS). Everything here is checked before any stage runs.
+//! one per IaaS), and which settings the stages treat as secrets. Everything here is checked
+//! before any stage runs. A stage name becomes a directory and a log file name, so it is a plain
+//! name: letters, digits, `_` and `-`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -12,6 +14,17 @@ use thiserror::Error;
 #[serde(deny_unknown_fields)]
 struct CollectionsFile {
     collections: BTreeMap<String, Vec<String>>,
+    /// Settings whose values are never printed or logged, besides `*_password`, `*_secret` and
+    /// `*_key`.
+    #[serde(default)]
+    secret_settings: Vec<String>,
+}
+
+/// One collection, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    pub stages: Vec<Stage>,
+    pub secret_settings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +81,24 @@ pub enum CollectionError {
         "stage '{stage}' appears twice in collection '{collection}': stage names must be unique"
     )]
     Duplicate { stage: String, collection: String },
+    #[error("stage name '{stage}' in collection '{collection}' of {path} is not a plain name: use only letters, digits, _ and - (it names a directory of the stages dir and a log file)")]
+    BadName {
+        stage: String,
+        collection: String,
+        path: PathBuf,
+    },
 }
 
-pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Vec<Stage>, CollectionError> {
+/// A plain name: it can be joined to a directory without leaving it.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Collection, CollectionError> {
     let path = stages_dir.join("collections.yml");
     let text = std::fs::read_to_string(&path).map_err(|source| CollectionError::Unreadable {
         path: path.clone(),
@@ -94,6 +122,18 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Vec<Stage>, Coll
             valid,
         });
     };
+    if let Some(bad) = names.iter().find(|n| !is_plain_name(n)) {
+        return Err(CollectionError::BadName {
+            stage: bad
+                .chars()
+                .take(80)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
+            collection: name.into(),
+            path,
+        });
+    }
     let mut stages: Vec<Stage> = Vec::with_capacity(names.len());
     for (index, stage) in names.iter().enumerate() {
         if stages.iter().any(|s| &s.name == stage) {
@@ -121,7 +161,10 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Vec<Stage>, Coll
         }
         stages.push(stage);
     }
-    Ok(stages)
+    Ok(Collection {
+        stages,
+        secret_settings: file.secret_settings.clone(),
+    })
 }
 
 fn check_executable(path: &Path, stage: &str, required: bool) -> Result<(), CollectionError> {
@@ -171,7 +214,7 @@ mod tests {
         .unwrap();
         stage(dir.path(), "a", 0o755);
         stage(dir.path(), "b", 0o755);
-        let stages = load_collection(dir.path(), "os").unwrap();
+        let stages = load_collection(dir.path(), "os").unwrap().stages;
         assert_eq!(
             stages.iter().map(|s| s.slug()).collect::<Vec<_>>(),
             ["01-b", "02-a"]
@@ -205,6 +248,21 @@ mod tests {
             load_collection(dir.path(), "os"),
             Err(CollectionError::MissingApply { .. })
         ));
+    }
+
+    #[test]
+    fn stage_names_that_leave_the_stages_dir_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("collections.yml");
+        for bad in ["../evil", "a/b", "..", "/abs", "-x", "a b", "a.sh", "\"\""] {
+            fs::write(&yml, format!("collections:\n  os: [{bad}]\n")).unwrap();
+            let err = load_collection(dir.path(), "os").unwrap_err();
+            assert!(
+                matches!(err, CollectionError::BadName { .. }),
+                "{bad}: {err}"
+            );
+        }
+        assert!(is_plain_name("bosh_go-agent2"));
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! Where a build's tree (layer 0) comes from: a bootstrapped base (cached), a directory, an OS
+//! image file, an OS image in S3, a root tarball or host binaries (src/rootfs). Each is checked
+//! before anything runs, and none may overlap the work dir, whose chroot is deleted before the
+//! base is put there.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use super::bootstrap::{self, BaseSpec, BootstrapChoice, Bootstrapper};
+use super::workspace::Workspace;
+use crate::archive::{self, Compression, PackOptions, UnpackOptions};
+use crate::progress::Reporter;
+use crate::s3::{S3Options, S3Url};
+
+#[derive(Debug, Clone)]
+pub enum BaseSource {
+    /// mmdebstrap/debootstrap, through the base cache when there is one.
+    Bootstrap {
+        spec: BaseSpec,
+        tool: BootstrapChoice,
+        cache_dir: Option<PathBuf>,
+    },
+    /// A directory copied as it is (`--base DIR`).
+    Tree(PathBuf),
+    /// An OS image file, verified by its `.sha256` when it has one.
+    Image(PathBuf),
+    /// An OS image in S3, downloaded into the work dir and verified by its sha256.
+    S3 { url: S3Url, options: S3Options },
+    /// Any root tarball (`--base tarball:PATH`, e.g. `docker export`'s), gzip, zstd or plain.
+    Tarball(PathBuf),
+    /// Host programs and the libraries they load (`--base binaries:bash,ls`).
+    Binaries(Vec<String>),
+}
+
+impl BaseSource {
+    /// The report's name for the step.
+    pub fn step_name(&self) -> &'static str {
+        match self {
+            BaseSource::Bootstrap { .. }
+            | BaseSource::Tree(_)
+            | BaseSource::Tarball(_)
+            | BaseSource::Binaries(_) => "00-base",
+            BaseSource::Image(_) | BaseSource::S3 { .. } => "00-os-image",
+        }
+    }
+
+    /// Everything that can be wrong with the source, found before anything runs. `work` is the
+    /// work dir (absolute; it need not exist yet).
+    pub fn check(&self, work: &Path) -> Result<()> {
+        let (given, flag) = match self {
+            BaseSource::Bootstrap { tool, .. } => return Bootstrapper::choose(*tool).map(drop),
+            BaseSource::S3 { .. } => return Ok(()),
+            BaseSource::Binaries(names) => return crate::rootfs::binaries::plan(names).map(drop),
+            BaseSource::Tree(path) => (path, "--base"),
+            BaseSource::Tarball(path) => (path, "--base tarball:"),
+            BaseSource::Image(path) => (path, "the OS image"),
+        };
+        let Ok(real) = given.canonicalize() else {
+            bail!(match self {
+                BaseSource::Image(_) => format!(
+                    "OS image {} does not exist: build one with build-os-image, or pass s3://BUCKET/KEY",
+                    given.display()
+                ),
+                _ => format!(
+                    "--base {} does not exist: pass an existing directory or OS image file",
+                    given.display()
+                ),
+            });
+        };
+        if real == Path::new("/") {
+            bail!("{flag} / is the host's root, not a base tree: pass a directory holding one");
+        }
+        if real.starts_with(work) || (real.is_dir() && work.starts_with(&real)) {
+            bail!(
+                "{flag} {} overlaps the work dir {}, whose chroot is deleted before the base is put there: pass a base outside it, or another --work-dir",
+                given.display(),
+                work.display()
+            );
+        }
+        match self {
+            BaseSource::Tree(_) if !real.is_dir() => bail!(
+                "--base {} is neither a directory nor an OS image file",
+                given.display()
+            ),
+            BaseSource::Image(_) if !real.is_file() => bail!(
+                "OS image {} is not a file: build one with build-os-image or pass s3://BUCKET/KEY",
+                given.display()
+            ),
+            BaseSource::Tarball(_) => crate::rootfs::tarball::check(&real),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the base into the (reset) workspace's chroot; returns the report's status.
+    pub fn provide(&self, workspace: &Workspace, reporter: &Reporter) -> Result<&'static str> {
+        let chroot = &workspace.chroot;
+        match self {
+            BaseSource::Bootstrap {
+                spec,
+                tool,
+                cache_dir,
+            } => {
+                let source = bootstrap::provide(
+                    spec,
+                    Bootstrapper::choose(*tool)?,
+                    cache_dir.as_deref(),
+                    chroot,
+                    &workspace.log("00-base.log"),
+                    reporter,
+                )?;
+                Ok(match source {
+                    bootstrap::BaseOrigin::Cache(_) => "ok (cache)",
+                    bootstrap::BaseOrigin::Bootstrapped(_) => "ok",
+                })
+            }
+            BaseSource::Tree(dir) => {
+                copy_tree(dir, chroot, &workspace.work)?;
+                Ok("ok (given)")
+            }
+            BaseSource::Image(image) => unpack_image(image, chroot, reporter),
+            BaseSource::S3 { url, options } => {
+                let local = workspace.private_dir("inputs")?.join("os-image.tgz");
+                let mut download = crate::s3::download::DownloadPlan::new(
+                    url.clone(),
+                    local.clone(),
+                    options.clone(),
+                );
+                download.if_changed = true;
+                crate::s3::download::download(&download, reporter)?;
+                unpack_image(&local, chroot, reporter)
+            }
+            BaseSource::Tarball(path) => {
+                let step = reporter.step("unpack base tarball");
+                let started = Instant::now();
+                let (entries, verified) = crate::rootfs::tarball::provide(path, chroot)?;
+                step.finish(&format!("{entries} entries"), started.elapsed());
+                Ok(if verified {
+                    "ok (sha256 verified)"
+                } else {
+                    "ok"
+                })
+            }
+            BaseSource::Binaries(names) => {
+                let step = reporter.step("copy host binaries");
+                let started = Instant::now();
+                let plan = crate::rootfs::binaries::plan(names)?;
+                std::fs::create_dir_all(chroot)
+                    .map_err(|e| crate::fsutil::io_error(e, "creating", chroot))?;
+                let copied = crate::rootfs::binaries::build(&plan, chroot)?;
+                step.finish(&format!("{copied} files"), started.elapsed());
+                Ok("ok (host binaries)")
+            }
+        }
+    }
+}
+
+fn unpack_image(image: &Path, chroot: &Path, reporter: &Reporter) -> Result<&'static str> {
+    let step = reporter.step("unpack OS image");
+    let started = Instant::now();
+    let unpacked = archive::unpack(image, chroot, &UnpackOptions::default())?;
+    step.finish(&format!("{} entries", unpacked.entries), started.elapsed());
+    Ok(if unpacked.checksum_verified {
+        "ok (sha256 verified)"
+    } else {
+        "ok"
+    })
+}
+
+/// A directory is copied through our own archive code, so it keeps everything a root tree
+/// carries (owners, devices, xattrs, hard links) and never follows the tree's symlinks.
+fn copy_tree(given: &Path, chroot: &Path, scratch: &Path) -> Result<()> {
+    let temp = tempfile::NamedTempFile::new_in(scratch)?;
+    let options = PackOptions {
+        compression: Compression::Zstd,
+        zstd_level: 1,
+        ..PackOptions::default()
+    };
+    archive::pack(
+        given,
+        std::io::BufWriter::new(temp.reopen()?),
+        &options,
+        &mut |_| {},
+    )?;
+    archive::unpack(
+        temp.path(),
+        chroot,
+        &UnpackOptions {
+            skip_checksum: true,
+            ..UnpackOptions::default()
+        },
+    )
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_overlapping_the_work_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let work = dir.join("work");
+        std::fs::create_dir_all(work.join("chroot")).unwrap();
+        let err = BaseSource::Tree(work.join("chroot"))
+            .check(&work)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overlaps the work dir"), "{err}");
+        assert!(
+            BaseSource::Tree(dir.clone()).check(&work).is_err(),
+            "a parent of it"
+        );
+        assert!(BaseSource::Tree("/".into()).check(&work).is_err());
+        std::fs::create_dir(dir.join("base")).unwrap();
+        assert!(BaseSource::Tree(dir.join("base")).check(&work).is_ok());
+        assert!(
+            BaseSource::Image(dir.join("base")).check(&work).is_err(),
+            "not a file"
+        );
+        assert!(BaseSource::Tree(dir.join("missing")).check(&work).is_err());
+    }
+}
