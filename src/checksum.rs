@@ -1,5 +1,11 @@
 //! SHA-256 digests of artifacts and the `NAME.sha256` sidecar (sha256sum format, so
 //! `sha256sum -c` works on it).
+//!
+//! A sidecar is always written after its artifact (`os_image::write_os_image`, the S3
+//! download): a valid pair has a sidecar at least as new as the file it describes. A sidecar
+//! older than its file is what an interrupted rebuild leaves (new image, old checksum); a
+//! reader never takes its digest as the truth: it hashes the file, and on a mismatch says the
+//! sidecar is stale rather than the file corrupt.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -50,10 +56,26 @@ pub fn parse_sidecar(text: &str) -> Option<String> {
     (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
 }
 
-/// Reads the digest from a sidecar file.
+/// A sidecar is one line; anything larger is not one.
+const MAX_SIDECAR: u64 = 64 << 10;
+
+/// Reads the digest from a sidecar file (a regular file of at most 64 KiB).
 pub fn read_sidecar(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() || meta.len() > MAX_SIDECAR {
+        bail!(
+            "{} is not a checksum file: regenerate it with `sha256sum`",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SIDECAR)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
     match parse_sidecar(&text) {
         Some(digest) => Ok(digest),
         None => bail!(
@@ -65,20 +87,43 @@ pub fn read_sidecar(path: &Path) -> Result<String> {
 
 /// Checks `artifact` against its sidecar when one exists. Returns whether a check was made.
 pub fn verify_sidecar(artifact: &Path) -> Result<bool> {
+    if sidecar_path(artifact).symlink_metadata().is_err() {
+        return Ok(false);
+    }
+    let actual = sha256_file(artifact)?;
+    check_sidecar(artifact, &actual)
+}
+
+/// Compares `actual` (the artifact's digest, already computed) with the sidecar beside it,
+/// when there is one. Returns whether a sidecar was there. A mismatch with a sidecar older
+/// than the artifact is named as a stale sidecar, with its fix.
+pub fn check_sidecar(artifact: &Path, actual: &str) -> Result<bool> {
     let sidecar = sidecar_path(artifact);
-    if !sidecar.exists() {
+    if sidecar.symlink_metadata().is_err() {
         return Ok(false);
     }
     let expected = read_sidecar(&sidecar)?;
-    let actual = sha256_file(artifact)?;
-    if expected != actual {
-        bail!(
-            "checksum mismatch for {}: {} says {expected}, the file has {actual}; download or build it again",
-            artifact.display(),
-            sidecar.display()
-        );
+    if expected == actual {
+        return Ok(true);
     }
-    Ok(true)
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(file_time), Some(sidecar_time)) = (modified(artifact), modified(&sidecar)) {
+        if sidecar_time < file_time {
+            bail!(
+                "{} is older than {} and does not match it: it describes an earlier file (a build or copy stopped between the two); rebuild {}, or if this file is right, run `sha256sum {} > {}`",
+                sidecar.display(),
+                artifact.display(),
+                artifact.display(),
+                artifact.display(),
+                sidecar.display()
+            );
+        }
+    }
+    bail!(
+        "checksum mismatch for {}: {} says {expected}, the file has {actual}; download or build it again",
+        artifact.display(),
+        sidecar.display()
+    )
 }
 
 /// A writer that hashes what passes through; the digest is shared so it can be read after the

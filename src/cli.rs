@@ -54,6 +54,13 @@ pub enum Command {
     Cache(CacheCommand),
     /// Open a shell (or run a command) in a work dir's layered tree, e.g. after a failed stage.
     Shell(ShellArgs),
+    /// Check an OS image, a stemcell or a root directory against the hardening checks.
+    Audit(AuditArgs),
+    /// Compare two package lists; bump a semver file only when a package changed (exit 0
+    /// bumped, 3 nothing changed, 1 error).
+    Bump(BumpArgs),
+    /// Make a container root filesystem from an OS image: Cloud Foundry stack, docker import, OCI.
+    Export(ExportArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox(SandboxArgs),
@@ -207,8 +214,10 @@ pub struct BuildOsImageArgs {
     /// Extra setting for stages, KEY=VALUE (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Use this directory or OS image as the base instead of bootstrapping one.
-    #[arg(long)]
+    /// Use this instead of bootstrapping a base: a directory, an OS image, tarball:PATH (any
+    /// root tarball, e.g. from docker export) or binaries:PROG,PROG (host programs and their
+    /// libraries).
+    #[arg(long, value_name = "DIR|IMAGE|tarball:PATH|binaries:PROG,...")]
     pub base: Option<PathBuf>,
     /// Compression of the OS image.
     #[arg(long, value_enum, default_value = "gzip")]
@@ -233,9 +242,10 @@ pub struct ChrootExecArgs {
     /// Do not bind the host's /etc/resolv.conf.
     #[arg(long)]
     pub no_resolv_conf: bool,
-    /// Bind the host's /dev (loop devices included) instead of a minimal /dev.
-    #[arg(long)]
-    pub host_dev: bool,
+    /// Also bind this host device into the fresh /dev (repeatable; only what the command
+    /// needs, e.g. the loop device GRUB installs onto).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -260,6 +270,10 @@ pub struct UnpackArgs {
     /// Do not check the .sha256 sidecar.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which device nodes to create: dev (only under dev/; any other is refused), all (for an
+    /// image you trust), none (skip them all).
+    #[arg(long, value_enum, default_value = "dev")]
+    pub devices: archive::DevicePolicy,
 }
 
 /// Where and how to reach S3. Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID /
@@ -394,13 +408,131 @@ pub struct DiskImageArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The OS image (gzip, zstd or plain tar; its .sha256 is checked when present).
+    pub os_image: PathBuf,
+    /// The file (garden-rootfs, docker) or new directory (oci) to write.
+    pub output: PathBuf,
+    /// garden-rootfs (Cloud Foundry stack), docker (for docker import) or oci (image layout).
+    #[arg(long, value_enum)]
+    pub format: crate::export::ExportFormat,
+    /// Environment of the container, KEY=VALUE (repeatable); PATH gets a default when not given.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// User the container runs as: NAME, UID, NAME:GROUP or UID:GID (must exist in the image).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Command (OCI Cmd, docker CMD), split as a shell would; default: the image's /bin/sh.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// Entrypoint (OCI Entrypoint, docker ENTRYPOINT), split as a shell would.
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Working directory of the container (absolute).
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// oci: the reference name (default: latest); docker: the image name in the printed
+    /// `docker import` command (default: os-image:latest).
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Where builds will write (free disk is checked there).
     #[arg(long, default_value = "/var/tmp")]
     pub work_dir: PathBuf,
 }
 
+// --- audit ---------------------------------------------------------------------------------
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// An OS image, a stemcell tarball (warden) or a root directory.
+    pub target: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AuditFormat,
+    /// Directory holding checks/*.yml (default: the shipped assets).
+    #[arg(long, env = "STEMCELL_BUILDER_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// What a directory TARGET is (archives say it themselves).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::audit::checks::TargetKind>,
+    /// The IaaS of a stemcell directory (a stemcell tarball names its own).
+    #[arg(long)]
+    pub iaas: Option<String>,
+    /// When `command` checks run inside the tree (through chroot-exec, as root).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub commands: crate::audit::Commands,
+    /// Where archives are unpacked (a temp dir inside it, removed afterwards).
+    #[arg(long, default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuditFormat {
+    Table,
+    Json,
+}
+
+fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let assets = args.assets_dir.unwrap_or_else(|| shipped_dir("assets"));
+    let plan = crate::audit::AuditPlan {
+        target: args.target,
+        checks_dir: assets.join("checks"),
+        kind: args.kind,
+        iaas: args.iaas,
+        commands: args.commands,
+        builder: std::env::current_exe().context("locating the stemcell-builder binary")?,
+        scratch_dir: args.scratch_dir,
+    };
+    let report = crate::audit::run(&plan)?;
+    match args.format {
+        AuditFormat::Table => print!("{}", report.table()),
+        AuditFormat::Json => println!("{}", report.json()),
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+// --- end audit -----------------------------------------------------------------------------
+#[derive(Debug, Args)]
+pub struct BumpArgs {
+    /// The previous OS image's .packages.txt.
+    #[arg(long)]
+    pub previous: PathBuf,
+    /// The new OS image's .packages.txt.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// File holding one semantic version (e.g. Concourse's version/number), rewritten when bumped.
+    #[arg(long)]
+    pub version_file: PathBuf,
+    #[arg(long, value_enum, default_value = "patch")]
+    pub level: crate::bump::Level,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::bump::Format,
+}
+
+/// Variables the flags fall back to. Set but empty (`HYPERVISOR=` in a CI task's params) means
+/// "not given", as for the reference builder's rake tasks, not "the empty value".
+const FLAG_VARIABLES: &[&str] = &[
+    "STEMCELL_BUILDER_STAGES_DIR",
+    "STEMCELL_BUILDER_ASSETS_DIR",
+    "resume_from",
+    "IAAS",
+    "HYPERVISOR",
+    "OS_NAME",
+    "OS_VERSION",
+];
+
 pub fn main() -> ExitCode {
+    for name in FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // Single-threaded here: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -474,7 +606,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 root: args.root,
                 command: args.command,
                 resolv_conf: !args.no_resolv_conf,
-                host_dev: args.host_dev,
+                devices: args.devices,
             })?;
             return Ok(exit_code(code));
         }
@@ -496,6 +628,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
+            crate::stage::process::install_interrupt_handler();
             let files = crate::os_image::write_os_image(
                 &args.source,
                 &args.output,
@@ -506,6 +639,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}  {}", files.sha256, files.image.display());
         }
         Command::Unpack(args) => {
+            crate::stage::process::install_interrupt_handler();
             if args.target.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 bail!(
                     "{} is not empty: unpack into a new or empty directory",
@@ -517,6 +651,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.target,
                 &UnpackOptions {
                     skip_checksum: args.no_verify,
+                    devices: args.devices,
                 },
             )?;
             let verified = if summary.checksum_verified {
@@ -524,8 +659,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 "no .sha256 beside it"
             };
+            let skipped = match summary.skipped_devices {
+                0 => String::new(),
+                n => format!("; skipped {n} device nodes (--devices none)"),
+            };
             println!(
-                "unpacked {} entries into {} ({verified})",
+                "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
             );
@@ -576,9 +715,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
             print!("{}", found.manifest_text);
             println!(
-                "# ok: members in order, sha1 {} matches image, image holds {} entries, {} packages",
+                "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
-                found.image_files.len(),
+                found.image_holds.join(", "),
                 found.packages
             );
         }
@@ -593,6 +732,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", file.display());
             }
         }
+        Command::Audit(args) => return audit(args),
+        Command::Bump(a) => {
+            return crate::bump::main(&crate::bump::BumpPlan {
+                previous: a.previous,
+                current: a.current,
+                version_file: a.version_file,
+                level: a.level,
+                format: a.format,
+            })
+        }
+        Command::Export(args) => export(args)?,
         Command::Doctor(args) => {
             let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
             return Ok(if ok {
@@ -621,11 +771,12 @@ fn os_image_build(
         .work_dir
         .unwrap_or_else(|| default_work_dir(&format!("{}-{arch}", def.name)));
     let keyring = def.resolve_keyring(args.keyring.as_deref())?;
-    let base = match args.base {
-        Some(given) if given.is_dir() => BaseSource::Tree(given),
-        Some(given) if given.is_file() => BaseSource::Image(given),
-        Some(given) => bail!(
-            "--base {} is neither a directory nor an OS image file",
+    let base = match args.base.map(special_base) {
+        Some(Ok(special)) => special,
+        Some(Err(given)) if given.is_dir() => BaseSource::Tree(given),
+        Some(Err(given)) if given.is_file() => BaseSource::Image(given),
+        Some(Err(given)) => bail!(
+            "--base {} is neither a directory nor an OS image file (nor tarball:PATH or binaries:PROG,...)",
             given.display()
         ),
         None => BaseSource::Bootstrap {
@@ -749,6 +900,92 @@ fn stemcell_build(
     Ok((plan, packager))
 }
 
+/// `--base tarball:PATH` and `--base binaries:A,B`; any other value is a path (`Err`).
+fn special_base(given: PathBuf) -> std::result::Result<BaseSource, PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = given.as_os_str().as_bytes();
+    if let Some(path) = bytes.strip_prefix(b"tarball:") {
+        return Ok(BaseSource::Tarball(PathBuf::from(
+            std::ffi::OsStr::from_bytes(path),
+        )));
+    }
+    if let Some(list) = bytes.strip_prefix(b"binaries:") {
+        let names = String::from_utf8_lossy(list)
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .collect();
+        return Ok(BaseSource::Binaries(names));
+    }
+    Err(given)
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    use crate::export::{ExportFormat, ExportPlan, ImageSettings};
+    let settings = ImageSettings::parse(
+        &args.env,
+        args.user.as_deref(),
+        args.entrypoint.as_deref(),
+        args.cmd.as_deref(),
+        args.workdir.as_deref(),
+    )?;
+    let plan = ExportPlan {
+        image: args.os_image,
+        format: args.format,
+        output: args.output,
+        settings,
+        tag: args.tag,
+    };
+    let summary = crate::export::export(&plan, &Reporter::detect())?;
+    let verified = if summary.checksum_verified {
+        "sha256 of the OS image verified"
+    } else {
+        "no .sha256 beside the OS image"
+    };
+    let dropped = if summary.dropped_devices > 0 {
+        format!(
+            ", {} device nodes left out (runtimes make /dev)",
+            summary.dropped_devices
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "wrote {} ({} entries{dropped}; {verified})",
+        summary.output.display(),
+        summary.entries
+    );
+    match plan.format {
+        ExportFormat::GardenRootfs => {
+            println!(
+                "holds rootfs/ and metadata.json; see the README for registering it as a stack"
+            )
+        }
+        ExportFormat::Docker => {
+            if let Some(command) = &summary.docker_import {
+                println!("import it with:\n  {command}");
+            }
+        }
+        ExportFormat::Oci => {
+            if let Some(oci) = &summary.oci {
+                println!(
+                    "manifest {} ({}/linux), layer {} ({} bytes, diff_id {})",
+                    oci.manifest_digest,
+                    oci.platform.architecture,
+                    oci.layer_digest,
+                    oci.layer_size,
+                    oci.diff_id
+                );
+                println!(
+                    "try: skopeo inspect oci:{dir}:{tag}  (or podman run oci:{dir}:{tag})",
+                    dir = summary.output.display(),
+                    tag = oci.tag
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `--set` pairs; a bare KEY takes its value from the environment.
 fn overrides(pairs: &[String]) -> Result<Vec<Override>> {
     pairs
@@ -858,7 +1095,7 @@ fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/stemcell-builder"))
 }
 
-fn host_arch() -> String {
+pub fn host_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

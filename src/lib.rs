@@ -4,13 +4,17 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod audit;
+pub mod bump;
 pub mod cache;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
 pub mod disk;
 pub mod doctor;
+pub mod export;
 pub mod fsutil;
+pub mod inroot;
 pub mod layers;
 pub mod os;
 pub mod os_image;
@@ -18,6 +22,7 @@ pub mod output;
 pub mod packages;
 pub mod pipeline;
 pub mod progress;
+pub mod rootfs;
 pub mod s3;
 pub mod sandbox;
 pub mod stage;

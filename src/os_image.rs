@@ -77,9 +77,12 @@ pub struct OsImageFiles {
     pub summary: PackSummary,
 }
 
-/// Packs `tree` to `output` with `output.sha256` and `output.packages.txt`, each written under
-/// a temporary name and renamed only when all three are complete. `block_store` keeps gzip's
-/// compressed blocks for the next pack of a similar tree (it never changes the output).
+/// Packs `tree` to `output` with `output.packages.txt` and `output.sha256`, each written under
+/// a temporary name. The image is renamed into place first and the sidecars after it, the
+/// checksum last: a failure or SIGKILL in between leaves a new image beside an older sidecar
+/// (or none), which every reader recognises by its older mtime (`checksum::verify_sidecar`),
+/// never an old image beside a new checksum. `block_store` keeps gzip's compressed blocks for the
+/// next pack of a similar tree (it never changes the output).
 pub fn write_os_image(
     tree: &Path,
     output: &Path,
@@ -87,19 +90,30 @@ pub fn write_os_image(
     block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<OsImageFiles> {
+    // Read first: a broken or hostile dpkg database fails before anything is archived.
+    let listed = crate::packages::render(&crate::packages::installed(tree)?);
     let (image, digest, summary) = pack_pending(tree, output, compression, block_store, reporter)?;
-    let sidecar = checksum::sidecar_path(output);
-    let mut sha = PendingOutput::new(&sidecar)?;
-    sha.write_all(checksum::sidecar_line(&digest, output).as_bytes())?;
     let mut packages_path = output.as_os_str().to_owned();
     packages_path.push(".packages.txt");
     let mut packages = PendingOutput::new(Path::new(&packages_path))?;
-    packages.write_all(crate::packages::render(&crate::packages::installed(tree)?).as_bytes())?;
-    packages.commit()?;
-    sha.commit()?;
+    packages.write_all(listed.as_bytes())?;
+    let sidecar = checksum::sidecar_path(output);
+    let mut sha = PendingOutput::new(&sidecar)?;
+    sha.write_all(checksum::sidecar_line(&digest, output).as_bytes())?;
+    if crate::stage::process::interrupted() {
+        bail!(archive::Interrupted {
+            what: format!(
+                "packing {} into {}: nothing was written",
+                tree.display(),
+                output.display()
+            )
+        });
+    }
     let image_path = image
         .commit()
         .with_context(|| format!("finishing {}", output.display()))?;
+    packages.commit()?;
+    sha.commit()?;
     Ok(OsImageFiles {
         image: image_path,
         sha256: digest,
@@ -131,6 +145,7 @@ fn pack_pending(
     block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<(PendingOutput, String, PackSummary)> {
+    refuse_output_inside(tree, output)?;
     let image = PendingOutput::new(output)?;
     let (writer, hasher) =
         HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, image.file()?));
@@ -143,6 +158,16 @@ fn pack_pending(
     };
     let summary =
         archive::pack(tree, writer, &options, &mut |done| step.position(done)).map_err(|e| {
+            if e.is::<archive::Interrupted>() {
+                // The partial file is removed when `image` drops, before this is printed.
+                return anyhow::Error::new(archive::Interrupted {
+                    what: format!(
+                        "packing {} into {}: nothing was written, the partial file is removed",
+                        tree.display(),
+                        output.display()
+                    ),
+                });
+            }
             crate::fsutil::explain_disk_full(
                 e.context(format!("writing {}", output.display())),
                 output,
@@ -161,6 +186,28 @@ fn pack_pending(
         started.elapsed(),
     );
     Ok((image, checksum::finish_digest(&hasher), summary))
+}
+
+/// An output inside the tree would be archived into itself (its own temp file, half written).
+fn refuse_output_inside(tree: &Path, output: &Path) -> Result<()> {
+    let tree_real = tree
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", tree.display()))?;
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A missing directory is reported by PendingOutput with its own fix.
+    if let Ok(dir) = dir.canonicalize() {
+        if dir.starts_with(&tree_real) {
+            bail!(
+                "refusing to write {} inside {}, the tree it archives: write it outside the tree",
+                output.display(),
+                tree.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of regular files below `dir` (for the progress bar only).

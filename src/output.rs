@@ -17,6 +17,13 @@ pub struct PendingOutput {
 
 impl PendingOutput {
     pub fn new(final_path: &Path) -> Result<Self> {
+        if final_path.is_dir() {
+            anyhow::bail!(
+                "{} is a directory: name the file to write, e.g. {}",
+                final_path.display(),
+                final_path.join("os-image.tgz").display()
+            );
+        }
         let dir = match final_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),

@@ -1,9 +1,12 @@
 //! The installed packages of a root tree, read from its dpkg database (no dpkg on the host or
-//! in the tree needed): `NAME VERSION ARCH` lines, sorted, for `NAME.packages.txt`.
+//! in the tree needed): `NAME VERSION ARCH` lines, sorted, for `NAME.packages.txt`. The
+//! database is read inside the tree ([`crate::inroot`]): a symlink in the tree never makes
+//! it read the host's, and a FIFO or a device there is refused instead of hanging or filling
+//! memory.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InstalledPackage {
@@ -12,14 +15,15 @@ pub struct InstalledPackage {
     pub arch: String,
 }
 
+/// A real status file is a few MB (about 3 KB per package).
+const MAX_STATUS: u64 = 64 << 20;
+
+/// The packages dpkg lists as installed in `root`; none when it has no dpkg database.
 pub fn installed(root: &Path) -> Result<Vec<InstalledPackage>> {
-    let status = root.join("var/lib/dpkg/status");
-    if !status.exists() {
-        return Ok(vec![]);
+    match crate::inroot::read_if_exists(root, "var/lib/dpkg/status", MAX_STATUS)? {
+        Some(bytes) => Ok(parse_status(&String::from_utf8_lossy(&bytes))),
+        None => Ok(vec![]),
     }
-    let text = std::fs::read_to_string(&status)
-        .with_context(|| format!("reading {}", status.display()))?;
-    Ok(parse_status(&text))
 }
 
 pub fn parse_status(text: &str) -> Vec<InstalledPackage> {

@@ -449,28 +449,22 @@ fn unpack_refuses_a_non_empty_target() {
     assert!(text(&out.stderr).contains("is not empty"));
 }
 
-/// Runs `pack` and returns its own peak RSS in KiB (wait4 reports it for that child alone).
-#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot do
+/// Runs `pack` and returns its own peak RSS in KiB.
 fn pack_peak_rss(tree: &Path, out: &Path, compression: &str) -> i64 {
-    let child = Command::new(support::bin())
-        .arg("pack")
-        .arg(tree)
-        .arg(out)
-        .args(["--compression", compression])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps exactly this child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "pack failed"
+    let scratch = out.with_extension("rss");
+    fs::create_dir_all(&scratch).unwrap();
+    let (code, err, rss) = support::run_with_peak_rss(
+        &[
+            "pack".as_ref(),
+            tree.as_os_str(),
+            out.as_os_str(),
+            "--compression".as_ref(),
+            compression.as_ref(),
+        ],
+        &scratch,
     );
-    usage.ru_maxrss
+    assert_eq!(code, 0, "pack failed: {err}");
+    rss
 }
 
 fn noise_tree(dir: &Path, files: usize, seed: u64) {
@@ -512,4 +506,595 @@ fn peak_memory_does_not_follow_the_tree_size() {
             "{compression}: peak RSS {big_rss} KiB"
         );
     }
+}
+
+// ---- Hostile and careless inputs: bounded, one line each ----
+
+/// A raw GNU header: name (up to 100 bytes), type, size, link target, device numbers.
+fn raw_header(name: &[u8], kind: tar::EntryType, size: u64, link: &[u8]) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    let n = name.len().min(100);
+    header.as_old_mut().name[..n].copy_from_slice(&name[..n]);
+    let l = link.len().min(100);
+    header.as_old_mut().linkname[..l].copy_from_slice(&link[..l]);
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size);
+    header.set_cksum();
+    header
+}
+
+/// Raw tar entries (header + data + padding) into `out`, ending with the two zero blocks.
+fn raw_tar(out: &mut impl std::io::Write, entries: &[(tar::Header, Vec<u8>)]) {
+    for (header, data) in entries {
+        out.write_all(header.as_bytes()).unwrap();
+        out.write_all(data).unwrap();
+        out.write_all(&vec![0u8; (512 - data.len() % 512) % 512])
+            .unwrap();
+    }
+    out.write_all(&[0u8; 1024]).unwrap();
+}
+
+fn device_header(name: &str, kind: tar::EntryType, major: u32, minor: u32) -> tar::Header {
+    let mut header = raw_header(name.as_bytes(), kind, 0, b"");
+    header.set_mode(0o666);
+    header.set_device_major(major).unwrap();
+    header.set_device_minor(minor).unwrap();
+    header.set_cksum();
+    header
+}
+
+fn dir_header(name: &str) -> tar::Header {
+    let mut header = raw_header(name.as_bytes(), tar::EntryType::Directory, 0, b"");
+    header.set_mode(0o755);
+    header.set_cksum();
+    header
+}
+
+fn assert_one_clean_line(err: &str, what: &str) {
+    assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+    assert!(
+        err.trim_end().chars().all(|c| !c.is_control()),
+        "{what}: no raw bytes: {err:?}"
+    );
+    assert!(err.len() < 1000, "{what}: short ({} bytes)", err.len());
+}
+
+#[test]
+fn huge_long_names_and_pax_headers_are_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    const HUGE: u64 = 128 << 20;
+    for (label, kind) in [
+        ("gnu-long-name", tar::EntryType::GNULongName),
+        ("gnu-long-link", tar::EntryType::GNULongLink),
+        ("pax", tar::EntryType::XHeader),
+    ] {
+        let archive = dir.path().join(format!("{label}.tgz"));
+        let mut gz = flate2::write::GzEncoder::new(
+            fs::File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        );
+        use std::io::Write;
+        let header = raw_header(b"././@LongLink", kind, HUGE, b"");
+        gz.write_all(header.as_bytes()).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..(HUGE >> 20) {
+            gz.write_all(&chunk).unwrap();
+        }
+        raw_tar(
+            &mut gz,
+            &[(raw_header(b"./x", tar::EntryType::Regular, 0, b""), vec![])],
+        );
+        gz.finish().unwrap();
+        let target = dir.path().join(format!("t-{label}"));
+        let (code, err, rss) = support::run_with_peak_rss(
+            &["unpack".as_ref(), archive.as_os_str(), target.as_os_str()],
+            dir.path(),
+        );
+        assert_ne!(code, 0, "{label} refused");
+        assert_one_clean_line(&err, label);
+        assert!(err.contains("refusing to unpack"), "{label}: {err}");
+        assert!(rss < 48 * 1024, "{label}: peak RSS {rss} KiB");
+    }
+}
+
+#[test]
+fn error_messages_quote_entry_names_short_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 3000-byte name full of control characters, refused for its '..'.
+    let mut name = b"./".to_vec();
+    for _ in 0..1000 {
+        name.extend_from_slice(b"\x1b[2J");
+    }
+    name.extend_from_slice(b"/../escape");
+    let long = raw_header(b"././@LongLink", tar::EntryType::GNULongName, 0, b"");
+    let mut long = long;
+    long.set_size(name.len() as u64 + 1);
+    long.set_cksum();
+    let mut data = name.clone();
+    data.push(0);
+    let archive = dir.path().join("names.tar");
+    let mut file = fs::File::create(&archive).unwrap();
+    raw_tar(
+        &mut file,
+        &[
+            (long, data),
+            (
+                raw_header(b"./placeholder", tar::EntryType::Regular, 4, b""),
+                b"evil".to_vec(),
+            ),
+        ],
+    );
+    drop(file);
+    let target = dir.path().join("t");
+    let out = sb(&["unpack".as_ref(), archive.as_os_str(), target.as_os_str()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_one_clean_line(&err, "control characters");
+    assert!(err.contains("contains '..'"), "{err}");
+    assert!(err.contains("\\x1b"), "escaped: {err}");
+}
+
+#[test]
+fn device_nodes_only_under_dev_unless_asked() {
+    use tar::EntryType::*;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("devices.tar");
+    let mut file = fs::File::create(&archive).unwrap();
+    let mut fifo = raw_header(b"./run/initctl", Fifo, 0, b"");
+    fifo.set_mode(0o600);
+    fifo.set_cksum();
+    raw_tar(
+        &mut file,
+        &[
+            (dir_header("./"), vec![]),
+            (dir_header("./dev/"), vec![]),
+            (device_header("./dev/null", Char, 1, 3), vec![]),
+            (dir_header("./home/"), vec![]),
+            (device_header("./home/disk", Block, 8, 0), vec![]),
+            (dir_header("./run/"), vec![]),
+            (fifo, vec![]),
+        ],
+    );
+    drop(file);
+
+    // Default: a device node outside dev/ is refused, naming it and the flag.
+    let target = dir.path().join("default");
+    let out = sb(&["unpack".as_ref(), archive.as_os_str(), target.as_os_str()]);
+    assert!(!out.status.success(), "refused by default");
+    let err = text(&out.stderr);
+    assert_one_clean_line(&err, "device outside dev/");
+    assert!(
+        err.contains("./home/disk") && err.contains("--devices all"),
+        "{err}"
+    );
+    assert!(
+        !target.join("home/disk").exists(),
+        "no block device was created"
+    );
+
+    // --devices all: every node, as archived.
+    let target = dir.path().join("all");
+    let out = sb(&[
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        target.as_os_str(),
+        "--devices".as_ref(),
+        "all".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let disk = fs::symlink_metadata(target.join("home/disk")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(disk.file_type().is_block_device());
+    assert_eq!(disk.rdev(), libc::makedev(8, 0));
+    assert!(fs::symlink_metadata(target.join("dev/null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    // --devices none: no node at all, fifos still made, the skip reported.
+    let target = dir.path().join("none");
+    let out = sb(&[
+        "unpack".as_ref(),
+        archive.as_os_str(),
+        target.as_os_str(),
+        "--devices".as_ref(),
+        "none".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!target.join("home/disk").exists());
+    assert!(!target.join("dev/null").exists());
+    assert!(fs::symlink_metadata(target.join("run/initctl"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(
+        text(&out.stdout).contains("skipped 2 device nodes"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn directory_xattrs_and_times_survive_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("etc/ssl")).unwrap();
+    fs::write(tree.join("etc/ssl/cert"), "x").unwrap();
+    xattr::set(tree.join("etc/ssl"), "user.dirattr", b"on a dir").unwrap();
+    xattr::set(tree.join("etc/ssl"), "trusted.overlay.opaque", b"y").unwrap();
+    fs::set_permissions(tree.join("etc/ssl"), fs::Permissions::from_mode(0o750)).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_100_000_000, 0);
+    filetime::set_file_mtime(tree.join("etc/ssl"), t).unwrap();
+    let image = dir.path().join("os.tgz");
+    let out = pack(&tree, &image, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let target = dir.path().join("t");
+    let out = sb(&["unpack".as_ref(), image.as_os_str(), target.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ssl = target.join("etc/ssl");
+    assert_eq!(
+        xattr::get(&ssl, "user.dirattr").unwrap().as_deref(),
+        Some(&b"on a dir"[..])
+    );
+    assert_eq!(
+        xattr::get(&ssl, "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    let meta = fs::metadata(&ssl).unwrap();
+    assert_eq!(meta.mtime(), 1_100_000_000, "set after its contents");
+    assert_eq!(meta.mode() & 0o7777, 0o750);
+}
+
+#[test]
+fn unpack_input_errors_are_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    rich_tree(&tree);
+    let good = dir.path().join("good.tgz");
+    assert!(pack(&tree, &good, &[]).status.success());
+    let bytes = fs::read(&good).unwrap();
+
+    let empty = dir.path().join("empty.tgz");
+    fs::write(&empty, b"").unwrap();
+    let garbage = dir.path().join("garbage.tgz");
+    fs::write(&garbage, support::noise(4096, 3)).unwrap();
+    let garbage_gz = dir.path().join("garbage-gz.tgz");
+    let mut g = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    g.extend(support::noise(4096, 5));
+    fs::write(&garbage_gz, g).unwrap();
+    let zeros = dir.path().join("zeros.tar");
+    fs::write(&zeros, vec![0u8; 10240]).unwrap();
+    let truncated = dir.path().join("truncated.tgz");
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    let cut_tar = dir.path().join("cut.tar");
+    // Cut at the end of the first entry: every header intact, the end marker gone.
+    fs::write(&cut_tar, &plain[..1024]).unwrap();
+    let a_dir = dir.path().join("a-directory");
+    fs::create_dir(&a_dir).unwrap();
+    let missing = dir.path().join("missing.tgz");
+
+    use std::io::Read;
+    for (path, needle) in [
+        (&empty, "is empty"),
+        (&garbage, "not an OS image"),
+        (&garbage_gz, "not an OS image"),
+        (&zeros, "no entries"),
+        (&truncated, "truncated"),
+        (&cut_tar, "truncated"),
+        (&a_dir, "is a directory"),
+        (&missing, "does not exist"),
+    ] {
+        let target = dir.path().join("target");
+        let out = sb(&["unpack".as_ref(), path.as_os_str(), target.as_os_str()]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{}: refused", path.display());
+        assert_one_clean_line(&err, &path.display().to_string());
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(needle),
+            "{}: {err}",
+            path.display()
+        );
+        assert!(!target.exists(), "the target we created is removed again");
+    }
+}
+
+#[test]
+fn pack_refuses_an_output_inside_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("file"), "x").unwrap();
+    let out = pack(&tree, &tree.join("sub/os.tgz"), &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_one_clean_line(&err, "output inside the tree");
+    assert!(err.contains("inside"), "{err}");
+    assert_eq!(fs::read_dir(tree.join("sub")).unwrap().count(), 0);
+}
+
+#[test]
+fn pack_to_a_directory_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("file"), "x").unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = pack(&tree, &out_dir, &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_one_clean_line(&err, "output is a directory");
+    assert!(err.contains("is a directory"), "{err}");
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["out", "tree"], "no sidecar, no partial file");
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn pack_stays_on_one_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("proc")).unwrap();
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), "x\n").unwrap();
+    let image = dir.path().join("os.tgz");
+    // A tmpfs mounted inside the tree, in a private mount namespace that dies with the command.
+    let script = format!(
+        "mount -t tmpfs tmpfs {proc} && echo host > {proc}/mounted-file && exec {bin} pack {tree} {image}",
+        proc = tree.join("proc").display(),
+        bin = support::bin().display(),
+        tree = tree.display(),
+        image = image.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&image)
+        .output()
+        .unwrap();
+    let names = text(&listing.stdout);
+    assert!(
+        names.lines().any(|l| l == "./proc/"),
+        "mount point kept: {names}"
+    );
+    assert!(
+        !names.contains("mounted-file"),
+        "nothing from the mounted filesystem: {names}"
+    );
+    assert!(names.contains("./etc/hostname"), "{names}");
+}
+
+#[test]
+fn a_sidecar_older_than_its_image_is_named_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("file"), "one").unwrap();
+    let image = dir.path().join("os.tgz");
+    assert!(pack(&tree, &image, &[]).status.success());
+    // sha256sum -c reads the sidecar as it is.
+    let check = Command::new("sha256sum")
+        .args(["-c", "os.tgz.sha256"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // A rebuild interrupted between the image and its sidecar: a new image, the old sidecar.
+    fs::write(tree.join("file"), "two").unwrap();
+    let other = dir.path().join("other.tgz");
+    assert!(pack(&tree, &other, &[]).status.success());
+    fs::rename(&other, &image).unwrap();
+    let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+    filetime::set_file_mtime(dir.path().join("os.tgz.sha256"), old).unwrap();
+    let target = dir.path().join("t");
+    let out = sb(&["unpack".as_ref(), image.as_os_str(), target.as_os_str()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_one_clean_line(&err, "stale sidecar");
+    assert!(
+        err.contains("older than") && err.contains("os.tgz.sha256"),
+        "{err}"
+    );
+    assert!(!target.exists());
+
+    // Older but matching (the image was touched, or copied in the wrong order): the bytes prove it.
+    let image_time = filetime::FileTime::from_unix_time(1_200_000_000, 0);
+    fs::write(
+        dir.path().join("os.tgz.sha256"),
+        format!(
+            "{}  os.tgz\n",
+            text(
+                &Command::new("sha256sum")
+                    .arg(&image)
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+            .split_whitespace()
+            .next()
+            .unwrap()
+        ),
+    )
+    .unwrap();
+    filetime::set_file_mtime(dir.path().join("os.tgz.sha256"), old).unwrap();
+    filetime::set_file_mtime(&image, image_time).unwrap();
+    let out = sb(&["unpack".as_ref(), image.as_os_str(), target.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A label, how to make `var/lib/dpkg/status`, and the refusal expected (None: accepted).
+type StatusCase<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, Option<&'a str>);
+
+#[test]
+fn pack_reads_the_trees_dpkg_status_never_the_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_status = dir.path().join("host-status");
+    fs::write(
+        &host_status,
+        "Package: hostonly\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n",
+    )
+    .unwrap();
+    let cases: Vec<StatusCase> = vec![
+        (
+            "absolute symlink to the host",
+            Box::new(|status: &Path| symlink(&host_status, status).unwrap()),
+            None,
+        ),
+        (
+            "relative symlink climbing out",
+            Box::new(|status: &Path| {
+                symlink(
+                    format!("../../../../../../../../..{}", host_status.display()),
+                    status,
+                )
+                .unwrap()
+            }),
+            None,
+        ),
+        (
+            "fifo",
+            Box::new(|status: &Path| {
+                nix::unistd::mkfifo(status, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .unwrap()
+            }),
+            Some("not a regular file"),
+        ),
+        (
+            "symlink to the tree's /dev/zero",
+            Box::new(|status: &Path| {
+                let root = status.ancestors().nth(4).unwrap();
+                fs::create_dir_all(root.join("dev")).unwrap();
+                nix::sys::stat::mknod(
+                    &root.join("dev/zero"),
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::from_bits_truncate(0o666),
+                    libc::makedev(1, 5),
+                )
+                .unwrap();
+                symlink("/dev/zero", status).unwrap()
+            }),
+            Some("not a regular file"),
+        ),
+    ];
+    for (i, (label, make, refused)) in cases.iter().enumerate() {
+        let tree = dir.path().join(format!("tree{i}"));
+        fs::create_dir_all(tree.join("var/lib/dpkg")).unwrap();
+        make(&tree.join("var/lib/dpkg/status"));
+        let image = dir.path().join(format!("os{i}.tgz"));
+        let mut child = Command::new(support::bin());
+        child.arg("pack").arg(&tree).arg(&image);
+        // Bounded in time and memory even when the code under test is not.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            child.pre_exec(|| {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_AS,
+                    4 << 30,
+                    4 << 30,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = child
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let watchdog = std::thread::spawn(move || {
+            for _ in 0..300 {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            true
+        });
+        let out = child.wait_with_output().unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(!watchdog.join().unwrap(), "{label}: pack hung");
+        let err = text(&out.stderr);
+        match refused {
+            Some(needle) => {
+                assert!(!out.status.success(), "{label}: refused");
+                // Progress lines (not a terminal) come first; the error is one line.
+                let err = err
+                    .lines()
+                    .filter(|l| l.starts_with("error:"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                assert_one_clean_line(&err, label);
+                assert!(
+                    err.contains(needle) && err.contains("var/lib/dpkg/status"),
+                    "{label}: {err}"
+                );
+            }
+            None => {
+                assert!(out.status.success(), "{label}: {err}");
+                let listed =
+                    fs::read_to_string(dir.path().join(format!("os{i}.tgz.packages.txt"))).unwrap();
+                assert!(!listed.contains("hostonly"), "{label}: {listed}");
+            }
+        }
+    }
+}
+
+#[test]
+fn xattr_values_holding_newlines_survive() {
+    // cap_dac_override and cap_fowner are bits 1 and 3: the capability's first byte is 0x0a.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("tool"), "elf").unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_dac_override,cap_fowner+ep")
+        .arg(tree.join("tool"))
+        .status()
+        .unwrap();
+    assert!(setcap.success());
+    let before = xattr::get(tree.join("tool"), "security.capability")
+        .unwrap()
+        .unwrap();
+    assert!(before.contains(&b'\n'), "{before:?}");
+    xattr::set(tree.join("tool"), "user.lines", b"one\ntwo\n").unwrap();
+    let image = dir.path().join("os.tgz");
+    assert!(pack(&tree, &image, &[]).status.success());
+    let target = dir.path().join("t");
+    let out = sb(&["unpack".as_ref(), image.as_os_str(), target.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        xattr::get(target.join("tool"), "security.capability").unwrap(),
+        Some(before)
+    );
+    assert_eq!(
+        xattr::get(target.join("tool"), "user.lines")
+            .unwrap()
+            .as_deref(),
+        Some(&b"one\ntwo\n"[..])
+    );
 }

@@ -212,3 +212,219 @@ fn ctrl_c_mid_stage_stops_cleanly_with_nothing_left() {
         "no output, no temp file"
     );
 }
+
+fn partial_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect()
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// A tree whose packing takes long but costs no disk: 20 GiB of holes.
+fn slow_tree(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let big = std::fs::File::create(dir.join("holes")).unwrap();
+    big.set_len(20 << 30).unwrap();
+}
+
+#[test]
+fn sigint_or_sigterm_mid_pack_stops_and_removes_the_partial_file() {
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    slow_tree(&tree);
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let out_dir = dir.path().join(format!("out-{sig}"));
+        std::fs::create_dir(&out_dir).unwrap();
+        let image = out_dir.join("os.tgz");
+        let child = sb()
+            .arg("pack")
+            .arg(&tree)
+            .arg(&image)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(eventually(20, || !partial_files(&out_dir).is_empty()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{sig}: non-zero exit");
+        assert!(
+            out.status.code().is_some(),
+            "{sig}: exits by itself, not killed by the signal"
+        );
+        let all = text(&out.stderr);
+        // Progress lines (not a terminal) come first; the error is one line.
+        let err: Vec<&str> = all.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(err.len(), 1, "{sig}: {all}");
+        assert!(
+            err[0].contains("interrupted") && err[0].contains(&image.display().to_string()),
+            "{sig}: {all}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "{sig}: no image, no sidecar, no partial file"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_during_the_archive_step_stops_the_build() {
+    let f = Fixture::new();
+    f.collection(&["grow"]);
+    // Host side: 20 GiB of holes in the tree make the archive step long and cost no disk.
+    f.stage("grow", r#"truncate -s 20G "$chroot/holes""#);
+    let builder = f
+        .build_command(&[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(60, || !partial_files(&f.out_dir()).is_empty()));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&builder, nix::sys::signal::Signal::SIGINT);
+    let out = builder.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("interrupted") && err.contains("os-image.tgz"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(f.out_dir()).unwrap().count(),
+        0,
+        "no output, no temp file"
+    );
+}
+
+/// A gzip archive of `dirs` directories holding 1000 empty files each: slow to unpack, small.
+fn many_files_archive(path: &std::path::Path, dirs: usize) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut dir_header = tar::Header::new_gnu();
+    dir_header.set_entry_type(tar::EntryType::Directory);
+    dir_header.set_mode(0o755);
+    dir_header.set_uid(0);
+    dir_header.set_gid(0);
+    dir_header.set_mtime(0);
+    dir_header.set_size(0);
+    builder
+        .append_data(&mut dir_header.clone(), "./", std::io::empty())
+        .unwrap();
+    for d in 0..dirs {
+        builder
+            .append_data(
+                &mut dir_header.clone(),
+                format!("./d{d:04}/"),
+                std::io::empty(),
+            )
+            .unwrap();
+        for i in 0..1000 {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, format!("./d{d:04}/f{i:04}"), std::io::empty())
+                .unwrap();
+        }
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn sigint_mid_unpack_says_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("many.tgz");
+    many_files_archive(&archive, 300);
+    // A target the unpack creates is removed again; one the user made is left, said partial.
+    for given in [false, true] {
+        let target = dir.path().join(format!("target-{given}"));
+        if given {
+            std::fs::create_dir(&target).unwrap();
+        }
+        let child = sb()
+            .arg("unpack")
+            .arg(&archive)
+            .arg(&target)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if !eventually(20, || target.join("d0000").exists()) {
+            signal(&child, nix::sys::signal::Signal::SIGKILL);
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "unpack never started: {} {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        signal(&child, nix::sys::signal::Signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        assert!(out.status.code().is_some(), "exits by itself");
+        let err = text(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("interrupted"), "{err}");
+        if given {
+            assert!(target.exists(), "the user's directory stays");
+            assert!(
+                err.contains("partial") && err.contains(&target.display().to_string()),
+                "{err}"
+            );
+        } else {
+            assert!(
+                !target.exists(),
+                "the directory it created is removed: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_reference_variables_count_as_unset() {
+    // As a CI task passes unset params: HYPERVISOR= must mean the IaaS's default, not "".
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-os-image.tgz");
+    let out = sb()
+        .args([
+            "build-stemcell",
+            "--version",
+            "1",
+            "--agent",
+            "/bin/true",
+            "--os-image",
+        ])
+        .arg(&missing)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env("IAAS", "warden")
+        .env("HYPERVISOR", "")
+        .env("resume_from", "")
+        .env("STEMCELL_BUILDER_STAGES_DIR", "")
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("OS image {} does not exist", missing.display()))
+            && err.contains("build-os-image"),
+        "the first problem is the missing image, not the empty variables: {err}"
+    );
+    assert!(!dir.path().join("work").exists(), "nothing ran");
+}

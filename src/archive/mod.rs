@@ -2,14 +2,36 @@
 //! needs preserved, compressed with parallel gzip (default) or multi-threaded zstd.
 
 pub mod block_gzip;
-mod entry_name;
+pub(crate) mod entry_name;
+pub mod members;
 pub mod pack;
+pub mod quote;
 pub mod unpack;
 
-use std::io::Read;
+use std::io::{self, Read};
 
 pub use pack::{pack, PackOptions, PackSummary};
-pub use unpack::{unpack, unpack_reader, UnpackOptions};
+pub use unpack::{unpack, unpack_reader, DevicePolicy, UnpackOptions};
+
+/// Ctrl-C or SIGTERM arrived (`crate::stage::process::INTERRUPTED`) while an archive was being
+/// read or written: the work stopped, and `what` says what it was and what is left.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted (Ctrl-C or SIGTERM) while {what}")]
+pub struct Interrupted {
+    pub what: String,
+}
+
+/// A reader that fails once Ctrl-C or SIGTERM has arrived, so a long copy stops promptly.
+pub struct Interruptible<R>(pub R);
+
+impl<R: Read> Read for Interruptible<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if crate::stage::process::interrupted() {
+            return Err(io::Error::other("interrupted (Ctrl-C or SIGTERM)"));
+        }
+        self.0.read(buf)
+    }
+}
 
 /// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for "the time of this build".
 pub fn source_date_epoch() -> Option<u64> {

@@ -4,6 +4,11 @@
 //! mtimes are clamped to `SOURCE_DATE_EPOCH`; the gzip header carries no name and no time. So
 //! the same tree always gives the same bytes. The walk holds one sorted directory listing per
 //! level and the compressors work on bounded blocks, so memory does not grow with the tree.
+//!
+//! The walk stays on the root's filesystem (GNU tar's `--one-file-system`): a directory that is
+//! a mount point is archived as an empty directory, so a `/proc`, a bind mount or a mounted
+//! disk inside the tree never ends up in the image. Ctrl-C or SIGTERM stops it between two
+//! reads with [`super::Interrupted`].
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -79,20 +84,41 @@ pub fn pack<W: Write + Send + 'static>(
         hard_links: HashMap::new(),
         summary: PackSummary::default(),
         progress,
+        root_dev: root_meta.dev(),
     };
     walker.builder.mode(tar::HeaderMode::Complete);
-    walker.entry(root, b"./", &root_meta)?;
-    walker.dir(root, b"./".to_vec())?;
-    let mut summary = walker.summary.clone();
-    let compressor = walker
-        .builder
-        .into_inner()
-        .context("finishing the tar stream")?;
-    if let Some(stats) = compressor.finish()? {
-        summary.gzip_blocks = stats.blocks;
-        summary.reused_blocks = stats.reused;
+    let result = (|| -> Result<PackSummary> {
+        walker.entry(root, b"./", &root_meta)?;
+        walker.dir(root, b"./".to_vec())?;
+        let mut summary = walker.summary.clone();
+        check_interrupt(root)?;
+        let compressor = std::mem::replace(&mut walker.builder, Builder::new(Compressor::Closed))
+            .into_inner()
+            .context("finishing the tar stream")?;
+        if let Some(stats) = compressor.finish()? {
+            summary.gzip_blocks = stats.blocks;
+            summary.reused_blocks = stats.reused;
+        }
+        Ok(summary)
+    })();
+    // Whatever failed, an interrupt is the reason to report: the error it caused is noise.
+    match result {
+        Err(_) if crate::stage::process::interrupted() => Err(interrupted(root)),
+        other => other,
     }
-    Ok(summary)
+}
+
+fn interrupted(root: &Path) -> anyhow::Error {
+    anyhow::Error::new(super::Interrupted {
+        what: format!("archiving {}", root.display()),
+    })
+}
+
+fn check_interrupt(root: &Path) -> Result<()> {
+    if crate::stage::process::interrupted() {
+        return Err(interrupted(root));
+    }
+    Ok(())
 }
 
 struct Walker<'a, W: Write + Send + 'static> {
@@ -101,6 +127,8 @@ struct Walker<'a, W: Write + Send + 'static> {
     hard_links: HashMap<(u64, u64), Vec<u8>>,
     summary: PackSummary,
     progress: &'a mut dyn FnMut(u64),
+    /// The root's filesystem: directories on another one are mount points, not descended.
+    root_dev: u64,
 }
 
 impl<W: Write + Send + 'static> Walker<'_, W> {
@@ -121,7 +149,9 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
             if meta.is_dir() {
                 archived.push(b'/');
                 self.entry(&path, &archived, &meta)?;
-                self.dir(&path, archived)?;
+                if meta.dev() == self.root_dev {
+                    self.dir(&path, archived)?;
+                }
             } else {
                 self.entry(&path, &archived, &meta)?;
             }
@@ -130,6 +160,7 @@ impl<W: Write + Send + 'static> Walker<'_, W> {
     }
 
     fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata) -> Result<()> {
+        check_interrupt(path)?;
         let file_type = meta.file_type();
         if file_type.is_socket() {
             self.summary.skipped_sockets += 1;
@@ -226,6 +257,9 @@ struct ExactReader<'p, R> {
 
 impl<R: Read> Read for ExactReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if crate::stage::process::interrupted() {
+            return Err(io::Error::other("interrupted"));
+        }
         let n = self.inner.read(buf)?;
         if n == 0 && self.left > 0 && !buf.is_empty() {
             return Err(io::Error::other(format!(
@@ -262,6 +296,8 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 enum Compressor<W: Write + Send + 'static> {
     Gzip(BlockGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// Taken out of the walker to be finished.
+    Closed,
 }
 
 impl<W: Write + Send + 'static> Compressor<W> {
@@ -293,6 +329,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
                 .map(|(_, stats)| Some(stats))
                 .map_err(|e| gzip_error(e, "finishing gzip stream")),
             Compressor::Zstd(w) => w.finish().map(|_| None).context("finishing zstd stream"),
+            Compressor::Closed => Ok(None),
         }
     }
 }
@@ -310,12 +347,14 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
         match self {
             Compressor::Gzip(w) => w.write(buf),
             Compressor::Zstd(w) => w.write(buf),
+            Compressor::Closed => Err(io::Error::other("archive already finished")),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Compressor::Gzip(w) => w.flush(),
             Compressor::Zstd(w) => w.flush(),
+            Compressor::Closed => Ok(()),
         }
     }
 }

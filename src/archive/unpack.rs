@@ -1,139 +1,283 @@
 //! Unpacks an OS image into a directory. An OS image may come from S3 or from someone else,
-//! so this is an attack surface: the checksum is verified before anything is written, and
-//! entries that would land outside the target, or that are not plain file-system objects, are
-//! refused with the entry's name.
+//! so this is an attack surface: the checksum is verified before anything is written; names,
+//! link targets and pax headers are bounded ([`super::members`]); every entry is created
+//! relative to a directory descriptor opened without following symlinks, so nothing lands
+//! outside the target; entries that are not plain file-system objects are refused, and device
+//! nodes are made only under `dev/` unless the caller asks for all of them. Errors quote entry
+//! names escaped and cut short, on one line.
+//!
+//! Directories get their owner, mode, xattrs and mtime once their contents are written (when
+//! the archive moves past them), so a read-only directory can still be filled and its mtime is
+//! the archived one.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
 use tar::{Archive, EntryType};
 
-use super::Compression;
+use super::members::{Member, Members, ReadError, Tracked};
+use super::quote::quote;
+use super::{Compression, Interrupted};
+
+/// Which device nodes `unpack` creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevicePolicy {
+    /// Only under `dev/`; a device node anywhere else is refused (an OS image has no reason to
+    /// carry one, and a world-writable block device for the host's disk is an attack).
+    #[default]
+    Dev,
+    /// Every device node the archive holds (for images you trust).
+    All,
+    /// None: device nodes are skipped and counted.
+    None,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
     /// Skip the `.sha256` sidecar check (the caller verified the bytes another way).
     pub skip_checksum: bool,
+    pub devices: DevicePolicy,
 }
 
 #[derive(Debug, Default)]
 pub struct UnpackSummary {
     pub entries: u64,
     pub checksum_verified: bool,
+    /// Device nodes not created (`DevicePolicy::None`).
+    pub skipped_devices: u64,
 }
 
+/// Unpacks `archive` into `target` (created when missing). When it fails or is interrupted, a
+/// target it created is removed again; a directory the caller gave is left as it is, and the
+/// error says it holds a partial tree.
 pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<UnpackSummary> {
+    check_input(archive)?;
     let mut summary = UnpackSummary::default();
     if !options.skip_checksum {
         summary.checksum_verified = crate::checksum::verify_sidecar(archive)?;
     }
     let file = File::open(archive)
-        .with_context(|| format!("cannot open OS image {}", archive.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let (kind, magic) = Compression::sniff(&mut reader)?;
-    let stream = io::Cursor::new(magic).chain(reader);
-    let decoded: Box<dyn Read> = match kind {
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        None => Box::new(stream),
-    };
-    fs::create_dir_all(target).map_err(|e| crate::fsutil::io_error(e, "creating", target))?;
-    let target = target.canonicalize()?;
-    unpack_stream(decoded, &target, archive, &mut summary)?;
-    Ok(summary)
+        .map_err(|e| crate::fsutil::io_error(e, "cannot open OS image", archive))?;
+    unpack_from(file, archive, target, options.devices, summary)
 }
 
 /// Unpacks an archive from an open reader (compression detected), e.g. a cache entry whose
-/// checksum the caller verified on the same file handle. `name` names it in errors.
-pub fn unpack_reader(reader: impl Read, target: &Path, name: &Path) -> Result<UnpackSummary> {
-    let mut summary = UnpackSummary::default();
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let (kind, magic) = Compression::sniff(&mut reader)?;
-    let stream = io::Cursor::new(magic).chain(reader);
-    let decoded: Box<dyn Read> = match kind {
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        None => Box::new(stream),
-    };
-    fs::create_dir_all(target).map_err(|e| crate::fsutil::io_error(e, "creating", target))?;
-    let target = target.canonicalize()?;
-    unpack_stream(decoded, &target, name, &mut summary)?;
-    Ok(summary)
+/// checksum the caller verified on the same file handle; `name` names it in errors.
+pub fn unpack_reader(
+    reader: impl Read,
+    name: &Path,
+    target: &Path,
+    devices: DevicePolicy,
+) -> Result<UnpackSummary> {
+    unpack_from(reader, name, target, devices, UnpackSummary::default())
 }
 
-fn unpack_stream(
-    stream: impl Read,
-    target: &Path,
+fn unpack_from(
+    file: impl Read,
     archive: &Path,
-    summary: &mut UnpackSummary,
-) -> Result<()> {
-    let mut tar = Archive::new(stream);
-    let refuse = |name: &str, why: &str| {
-        anyhow::anyhow!(
-            "refusing to unpack {}: entry '{name}' {why}; the OS image is corrupt or hostile",
-            archive.display()
+    target: &Path,
+    devices: DevicePolicy,
+    mut summary: UnpackSummary,
+) -> Result<UnpackSummary> {
+    let created = target.symlink_metadata().is_err();
+    fs::create_dir_all(target).map_err(|e| crate::fsutil::io_error(e, "creating", target))?;
+    let result = (|| -> Result<(), Failure> {
+        let root = rustix::fs::open(
+            target,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Failure::Io(anyhow!("cannot open {}: {e}", target.display())))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let (kind, magic) = Compression::sniff(&mut reader)
+            .map_err(|e| Failure::Io(crate::fsutil::io_error(e, "reading", archive)))?;
+        let stream = io::Cursor::new(magic).chain(reader);
+        let decoded: Box<dyn Read> = match kind {
+            Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+            Some(Compression::Zstd) => Box::new(
+                zstd::stream::read::Decoder::new(stream)
+                    .map_err(|e| Failure::Io(anyhow!("zstd: {e}")))?,
+            ),
+            None => Box::new(stream),
+        };
+        let mut extractor = Extractor {
+            root,
+            target,
+            parent: None,
+            pending: vec![],
+            devices,
+            skipped_devices: 0,
+            buf: vec![0; 256 << 10],
+            as_root: nix::unistd::geteuid().is_root(),
+        };
+        summary.entries = extractor.run(decoded)?;
+        summary.skipped_devices = extractor.skipped_devices;
+        Ok(())
+    })();
+    let Err(failure) = result else {
+        return Ok(summary);
+    };
+    let left = if created {
+        match crate::fsutil::remove_tree(target) {
+            Ok(()) => format!("removed {}", target.display()),
+            Err(e) => format!(
+                "{} is partial and could not be removed ({e:#})",
+                target.display()
+            ),
+        }
+    } else {
+        format!(
+            "{} holds a partial tree: empty it before unpacking again",
+            target.display()
         )
     };
-    let truncated = || format!("reading {} (truncated or not a tar?)", archive.display());
-    // Directory mtimes are set last: writing their contents would change them again.
-    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
-    // Raw entries: long names and pax records are read here, because the tar crate splits pax
-    // records at newlines, which loses binary xattr values (file capabilities, overlayfs ids)
-    // that contain one.
-    let mut pax: Option<Vec<u8>> = None;
-    let mut long_name: Option<Vec<u8>> = None;
-    let mut long_link: Option<Vec<u8>> = None;
-    for entry in tar
-        .entries()
-        .with_context(|| format!("reading {}", archive.display()))?
-        .raw(true)
-    {
-        let mut entry = entry.with_context(truncated)?;
-        let kind = entry.header().entry_type();
-        match kind {
-            EntryType::XHeader => {
-                pax = Some(read_all(&mut entry).with_context(truncated)?);
-                continue;
-            }
-            EntryType::GNULongName => {
-                long_name = Some(without_nul(read_all(&mut entry).with_context(truncated)?));
-                continue;
-            }
-            EntryType::GNULongLink => {
-                long_link = Some(without_nul(read_all(&mut entry).with_context(truncated)?));
-                continue;
-            }
-            // Global records (a comment, a charset) say nothing a tree needs.
-            EntryType::XGlobalHeader => continue,
-            _ => {}
+    let interrupted =
+        matches!(failure, Failure::Interrupted) || crate::stage::process::interrupted();
+    Err(if interrupted {
+        anyhow!(Interrupted {
+            what: format!(
+                "unpacking {} into {}; {left}",
+                archive.display(),
+                target.display()
+            )
+        })
+    } else {
+        failure.into_error(archive, &left)
+    })
+}
+
+/// One clear line for an archive path that cannot be an OS image.
+fn check_input(archive: &Path) -> Result<()> {
+    let meta = match fs::metadata(archive) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            anyhow::bail!("OS image {} does not exist", archive.display())
         }
-        let header_name = entry.header().path_bytes().into_owned();
-        let records = parse_pax(pax.take().as_deref().unwrap_or_default())
-            .map_err(|why| refuse(&String::from_utf8_lossy(&header_name), why))?;
-        let record = |key: &[u8]| {
-            records
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        let raw = long_name
-            .take()
-            .or_else(|| record(b"path"))
-            .unwrap_or(header_name);
-        let link = long_link
-            .take()
-            .or_else(|| record(b"linkpath"))
-            .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
-        let xattrs: Vec<(&[u8], &[u8])> = records
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(b"SCHILY.xattr.")?, v.as_slice())))
-            .collect();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let relative = confine(&raw).map_err(|why| refuse(&name, why))?;
-        match kind {
+        Err(e) => return Err(crate::fsutil::io_error(e, "cannot read OS image", archive)),
+    };
+    if meta.is_dir() {
+        anyhow::bail!(
+            "{} is a directory, not an OS image: pass the image file",
+            archive.display()
+        );
+    }
+    if meta.is_file() && meta.len() == 0 {
+        anyhow::bail!(
+            "{} is empty, not an OS image: build or download it again",
+            archive.display()
+        );
+    }
+    Ok(())
+}
+
+/// What stopped an unpack, rendered with the archive's name by [`Failure::into_error`].
+enum Failure {
+    /// An entry the tool will not create: (entry name, why).
+    Refused(Vec<u8>, String),
+    Stream(ReadError),
+    Interrupted,
+    /// The target side failed (disk full, permissions, a filesystem without xattrs).
+    Io(anyhow::Error),
+}
+
+impl Failure {
+    fn into_error(self, archive: &Path, left: &str) -> anyhow::Error {
+        let archive = archive.display();
+        match self {
+            Failure::Refused(name, why) => anyhow!(
+                "refusing to unpack {archive}: entry '{}' {why}; the OS image is corrupt or hostile ({left})",
+                quote(&name)
+            ),
+            Failure::Stream(ReadError::Hostile(why)) => anyhow!(
+                "refusing to unpack {archive}: {why}; the OS image is corrupt or hostile ({left})"
+            ),
+            Failure::Stream(ReadError::NotTar(why)) => anyhow!(
+                "{archive} is not an OS image (a gzip, zstd or plain tar archive): {why} ({left})"
+            ),
+            Failure::Stream(ReadError::Truncated(why)) if why == "it holds no tar header" => {
+                anyhow!("{archive} holds no entries: not an OS image ({left})")
+            }
+            Failure::Stream(ReadError::Truncated(why)) => anyhow!(
+                "{archive} is truncated: {why}; download or build it again ({left})"
+            ),
+            Failure::Stream(ReadError::Corrupt(why)) => anyhow!(
+                "{archive} is corrupt: {why}; download or build it again ({left})"
+            ),
+            Failure::Stream(e @ ReadError::TooLarge(_)) => {
+                anyhow!("{archive}: {e} ({left})")
+            }
+            Failure::Interrupted => anyhow!(Interrupted {
+                what: format!("unpacking {archive}; {left}")
+            }),
+            Failure::Io(e) => anyhow!("unpacking {archive}: {e:#} ({left})"),
+        }
+    }
+}
+
+/// Archived metadata of a directory, applied once its contents are in place.
+struct PendingDir {
+    relative: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+struct Extractor<'t> {
+    /// The target directory; every entry is created relative to it.
+    root: OwnedFd,
+    target: &'t Path,
+    /// The last parent directory used, kept open: entries come sorted, siblings together.
+    parent: Option<(PathBuf, OwnedFd)>,
+    /// Directories whose metadata waits for their contents, outermost first.
+    pending: Vec<PendingDir>,
+    devices: DevicePolicy,
+    skipped_devices: u64,
+    buf: Vec<u8>,
+    /// Owners are only restored by root (as GNU tar does).
+    as_root: bool,
+}
+
+type Step<T> = std::result::Result<T, Failure>;
+
+impl Extractor<'_> {
+    fn run(&mut self, stream: impl Read) -> Step<u64> {
+        // Nothing an OS image holds comes near this; it bounds a stream of zeros.
+        let (tracked, state) = Tracked::new(stream, u64::MAX);
+        let mut tar = Archive::new(tracked);
+        let mut members = Members::new(&mut tar, state, u64::MAX).map_err(Failure::Stream)?;
+        let mut count = 0;
+        while let Some(member) = members.next() {
+            if crate::stage::process::interrupted() {
+                return Err(Failure::Interrupted);
+            }
+            let member = member.map_err(Failure::Stream)?;
+            self.member(member, &members)?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Failure::Stream(ReadError::Truncated(
+                "it holds no tar header".into(),
+            )));
+        }
+        while let Some(dir) = self.pending.pop() {
+            self.apply(dir)?;
+        }
+        Ok(count)
+    }
+
+    fn member<R: Read>(&mut self, mut m: Member<'_, R>, members: &Members<'_, R>) -> Step<()> {
+        let refuse = |why: &str| Failure::Refused(m.name.clone(), why.to_string());
+        let relative = confine(&m.name).map_err(refuse)?;
+        match m.kind {
             EntryType::Regular
             | EntryType::Continuous
             | EntryType::Directory
@@ -143,222 +287,430 @@ fn unpack_stream(
             | EntryType::Block
             | EntryType::Fifo => {}
             other => {
-                return Err(refuse(
-                    &name,
-                    &format!("has type {other:?}, which a root filesystem never needs"),
-                ))
+                return Err(refuse(&format!(
+                    "has type {other:?}, which a root filesystem never needs"
+                )))
             }
         }
-        let destination = target.join(&relative);
-        check_no_symlink_on_the_way(target, &relative).map_err(|why| refuse(&name, &why))?;
-        let header = entry.header().clone();
-        let (uid, gid) = (u32::try_from(header.uid()?)?, u32::try_from(header.gid()?)?);
-        let mode = header.mode()?;
-        let mtime = header.mtime()?;
-        let existing = destination.symlink_metadata().ok();
+        if m.uid >= u64::from(u32::MAX) || m.gid >= u64::from(u32::MAX) {
+            return Err(refuse("has an owner beyond what Linux allows"));
+        }
+        // Directories the archive has moved past get their metadata now.
+        while let Some(top) = self.pending.last() {
+            if is_inside(&relative, &top.relative) {
+                break;
+            }
+            let dir = self.pending.pop().expect("checked");
+            self.apply(dir)?;
+        }
         if relative.as_os_str().is_empty() {
-            // `./` itself: the root directory's owner, mode, xattrs and time.
-            set_owner_mode(target, uid, gid, mode)?;
-            set_xattrs(target, &xattrs)?;
-            dir_times.push((target.to_path_buf(), mtime));
-            summary.entries += 1;
-            continue;
+            if m.kind != EntryType::Directory {
+                return Err(refuse("names the target itself but is not a directory"));
+            }
+            self.pending.push(PendingDir {
+                relative,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime: m.mtime,
+                xattrs: m.xattrs,
+            });
+            return Ok(());
         }
-        let is_dir = existing.as_ref().is_some_and(|m| m.is_dir());
-        if existing.is_some() && (kind != EntryType::Directory) == is_dir {
-            return Err(refuse(
-                &name,
-                "replaces a directory with a non-directory, or the other way round",
-            ));
-        }
-        match kind {
+        let name = relative.file_name().expect("a normal last component");
+        let parent_path = relative.parent().unwrap_or(Path::new(""));
+        let parent = self.parent(parent_path, &m.name)?;
+        let dest = || self.target.join(&relative);
+        match m.kind {
             EntryType::Directory => {
-                if existing.is_none() {
-                    fs::create_dir_all(&destination)
-                        .map_err(|e| crate::fsutil::io_error(e, "creating", &destination))?;
+                match rustix::fs::mkdirat(&parent, name, Mode::from_bits_retain(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => match lstat_at(&parent, name) {
+                        Some(FileType::Directory) => {}
+                        Some(FileType::Symlink) => {
+                            return Err(refuse(
+                                "is a directory where the archive already placed a symlink",
+                            ))
+                        }
+                        _ => {
+                            unlink(&parent, name)
+                                .map_err(|e| io_failure(e, "replacing", &dest()))?;
+                            rustix::fs::mkdirat(&parent, name, Mode::from_bits_retain(0o700))
+                                .map_err(|e| io_failure(e, "creating", &dest()))?;
+                        }
+                    },
+                    Err(e) => return Err(io_failure(e, "creating", &dest())),
                 }
-                set_owner_mode(&destination, uid, gid, mode)?;
-                set_xattrs(&destination, &xattrs)?;
-                dir_times.push((destination, mtime));
+                self.pending.push(PendingDir {
+                    relative,
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                    mtime: m.mtime,
+                    xattrs: m.xattrs,
+                });
             }
             EntryType::Regular | EntryType::Continuous => {
-                replace(&destination, existing.is_some())?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&destination)
-                    .map_err(|e| crate::fsutil::io_error(e, "creating", &destination))?;
-                let expected = header.size()?;
-                let copied = io::copy(&mut entry, &mut file)
-                    .map_err(|e| crate::fsutil::io_error(e, "unpacking", &destination))?;
-                if copied != expected {
-                    return Err(anyhow::anyhow!(truncated()));
+                self.make_room(&parent, name, &m.name)?;
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_bits_retain(0o600),
+                )
+                .map_err(|e| io_failure(e, "creating", &dest()))?;
+                let mut file = File::from(fd);
+                let mut written = 0u64;
+                loop {
+                    if crate::stage::process::interrupted() {
+                        return Err(Failure::Interrupted);
+                    }
+                    let n = match m.entry.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => return Err(Failure::Stream(members.stream_error(&e))),
+                    };
+                    file.write_all(&self.buf[..n])
+                        .map_err(|e| Failure::Io(crate::fsutil::io_error(e, "writing", &dest())))?;
+                    written += n as u64;
                 }
-                // Owner before mode (chown clears setuid), xattrs last (chown and writes
-                // clear file capabilities).
-                set_owner_mode(&destination, uid, gid, mode)?;
-                set_xattrs(&destination, &xattrs)?;
-                set_time(&destination, mtime)?;
+                if written != m.size {
+                    return Err(Failure::Stream(ReadError::Truncated(format!(
+                        "it ends inside entry '{}'",
+                        quote(&m.name)
+                    ))));
+                }
+                // Owner before mode (chown clears setuid), xattrs after both (chown clears
+                // file capabilities), the time last.
+                self.finish_fd(file.as_fd(), &m, &dest())?;
             }
             EntryType::Symlink => {
-                let target_text = link
-                    .filter(|l| !l.is_empty())
-                    .ok_or_else(|| refuse(&name, "is a symlink without a target"))?;
-                replace(&destination, existing.is_some())?;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target_text), &destination)
-                    .map_err(|e| {
-                        crate::fsutil::io_error(e, "creating the symlink", &destination)
-                    })?;
-                nix::unistd::fchownat(
-                    nix::fcntl::AT_FDCWD,
-                    &destination,
-                    Some(uid.into()),
-                    Some(gid.into()),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .with_context(|| format!("chown {}", destination.display()))?;
-                set_xattrs(&destination, &xattrs)?;
-                set_time(&destination, mtime)?;
+                let target = m.link.clone().unwrap_or_default();
+                if target.is_empty() {
+                    return Err(refuse("is a symlink to nothing"));
+                }
+                self.make_room(&parent, name, &m.name)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, name)
+                    .map_err(|e| io_failure(e, "creating", &dest()))?;
+                self.finish_at(&parent, name, &m, &dest(), false)?;
             }
             EntryType::Link => {
-                let link = link.unwrap_or_default();
-                let link_rel = confine(&link)
-                    .map_err(|why| refuse(&name, &format!("hard-links to a path that {why}")))?;
-                check_no_symlink_on_the_way(target, &link_rel)
-                    .map_err(|why| refuse(&name, &why))?;
-                replace(&destination, existing.is_some())?;
-                // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
-                fs::hard_link(target.join(&link_rel), &destination)
-                    .map_err(|e| crate::fsutil::io_error(e, "hard-linking", &destination))?;
+                let link = m.link.clone().unwrap_or_default();
+                let source = confine(&link)
+                    .map_err(|why| refuse(&format!("hard-links to a path that {why}")))?;
+                let (Some(source_name), Some(source_parent)) =
+                    (source.file_name(), source.parent())
+                else {
+                    return Err(refuse("hard-links to the target directory itself"));
+                };
+                let source_dir = self.open_dir(source_parent, false).map_err(|e| match e {
+                    Failure::Refused(_, why) => {
+                        Failure::Refused(m.name.clone(), format!("hard-links to a path that {why}"))
+                    }
+                    other => other,
+                })?;
+                if source == relative {
+                    return Err(refuse("hard-links to itself"));
+                }
+                self.make_room(&parent, name, &m.name)?;
+                match rustix::fs::linkat(&source_dir, source_name, &parent, name, AtFlags::empty())
+                {
+                    Ok(()) => {}
+                    Err(Errno::NOENT) => {
+                        return Err(refuse(&format!(
+                            "hard-links to ./{}, which the archive has not created before it",
+                            quote(source.as_os_str().as_bytes())
+                        )))
+                    }
+                    Err(Errno::PERM) => return Err(refuse("hard-links to a directory")),
+                    Err(e) => return Err(io_failure(e, "linking", &dest())),
+                }
             }
-            _ => {
-                // Devices and fifos: the real nodes (/dev/null, an overlay whiteout).
-                make_node(&header, kind, &destination)?;
-                set_xattrs(&destination, &xattrs)?;
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let (file_type, what) = match m.kind {
+                    EntryType::Char => (FileType::CharacterDevice, "a character device"),
+                    EntryType::Block => (FileType::BlockDevice, "a block device"),
+                    _ => (FileType::Fifo, "a FIFO"),
+                };
+                let device = m.kind != EntryType::Fifo;
+                if device {
+                    match self.devices {
+                        DevicePolicy::All => {}
+                        DevicePolicy::None => {
+                            self.skipped_devices += 1;
+                            return Ok(());
+                        }
+                        DevicePolicy::Dev => {
+                            if !under_dev(&relative) {
+                                return Err(refuse(&format!(
+                                    "is {what} outside dev/ (pass --devices all to create it anyway, for an image you trust)"
+                                )));
+                            }
+                        }
+                    }
+                }
+                let header = m.entry.header();
+                let dev = if device {
+                    let major = header.device_major().ok().flatten().unwrap_or(0);
+                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                    rustix::fs::makedev(major, minor)
+                } else {
+                    0
+                };
+                self.make_room(&parent, name, &m.name)?;
+                rustix::fs::mknodat(&parent, name, file_type, Mode::from_bits_retain(0o600), dev)
+                    .map_err(|e| io_failure(e, "creating", &dest()))?;
+                self.finish_at(&parent, name, &m, &dest(), true)?;
+            }
+            _ => unreachable!("types checked above"),
+        }
+        Ok(())
+    }
+
+    /// Removes what an earlier entry of the same name left (the archive wins), but never a
+    /// directory: replacing one would drop what the archive put in it.
+    fn make_room(&self, parent: &OwnedFd, name: &OsStr, entry: &[u8]) -> Step<()> {
+        match lstat_at(parent, name) {
+            None => Ok(()),
+            Some(FileType::Directory) => Err(Failure::Refused(
+                entry.to_vec(),
+                "would replace a directory the archive already created".into(),
+            )),
+            Some(_) => unlink(parent, name)
+                .map_err(|e| io_failure(e, "replacing", &self.target.join(Path::new(name)))),
+        }
+    }
+
+    /// A descriptor for the directory `relative` inside the target (created when missing and
+    /// `create`), reached without following any symlink.
+    fn open_dir(&self, relative: &Path, create: bool) -> Step<OwnedFd> {
+        let mut current =
+            rustix::io::dup(&self.root).map_err(|e| io_failure(e, "opening", self.target))?;
+        let mut walked = PathBuf::new();
+        for component in relative.components() {
+            let Component::Normal(part) = component else {
+                continue;
+            };
+            walked.push(part);
+            let open = |dir: &OwnedFd| {
+                rustix::fs::openat(
+                    dir,
+                    part,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            };
+            let next = match open(&current) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    // A parent the archive never listed: made like GNU tar makes it.
+                    match rustix::fs::mkdirat(&current, part, Mode::from_bits_retain(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(io_failure(e, "creating", &self.target.join(&walked)))
+                        }
+                    }
+                    open(&current)
+                        .map_err(|e| io_failure(e, "opening", &self.target.join(&walked)))?
+                }
+                Err(Errno::NOENT) => {
+                    return Err(Failure::Refused(
+                        vec![],
+                        format!(
+                            "./{}, which does not exist",
+                            quote(walked.as_os_str().as_bytes())
+                        ),
+                    ))
+                }
+                Err(Errno::NOTDIR | Errno::LOOP) => {
+                    let why = if lstat_at(&current, part) == Some(FileType::Symlink) {
+                        format!(
+                            "would be written through the symlink ./{}",
+                            quote(walked.as_os_str().as_bytes())
+                        )
+                    } else {
+                        format!(
+                            "would be written below ./{}, which is not a directory",
+                            quote(walked.as_os_str().as_bytes())
+                        )
+                    };
+                    return Err(Failure::Refused(vec![], why));
+                }
+                Err(e) => return Err(io_failure(e, "opening", &self.target.join(&walked))),
+            };
+            current = next;
+        }
+        Ok(current)
+    }
+
+    /// The parent directory of an entry, reusing the last one when it is the same.
+    fn parent(&mut self, relative: &Path, entry: &[u8]) -> Step<OwnedFd> {
+        if let Some((path, fd)) = &self.parent {
+            if path == relative {
+                return rustix::io::dup(fd).map_err(|e| io_failure(e, "opening", self.target));
             }
         }
-        summary.entries += 1;
+        let fd = self.open_dir(relative, true).map_err(|e| match e {
+            Failure::Refused(_, why) => Failure::Refused(entry.to_vec(), why),
+            other => other,
+        })?;
+        let copy = rustix::io::dup(&fd).map_err(|e| io_failure(e, "opening", self.target))?;
+        self.parent = Some((relative.to_path_buf(), copy));
+        Ok(fd)
     }
-    for (dir, mtime) in dir_times.iter().rev() {
-        set_time(dir, *mtime)?;
-    }
-    Ok(())
-}
 
-fn read_all(entry: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data)?;
-    Ok(data)
-}
-
-fn without_nul(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last() == Some(&0) {
-        bytes.pop();
-    }
-    bytes
-}
-
-/// One pax record: key and value, raw bytes.
-type PaxRecord = (Vec<u8>, Vec<u8>);
-
-/// A pax header's records (`LEN key=value\n`, where LEN counts the whole record): parsed by
-/// length, so values may hold any byte, newlines included.
-fn parse_pax(mut data: &[u8]) -> std::result::Result<Vec<PaxRecord>, &'static str> {
-    const MALFORMED: &str = "has a malformed pax header";
-    let mut records = Vec::new();
-    while !data.is_empty() && !data.iter().all(|b| *b == 0) {
-        let space = data.iter().position(|b| *b == b' ').ok_or(MALFORMED)?;
-        let len: usize = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .ok_or(MALFORMED)?;
-        if len <= space + 1 || len > data.len() {
-            return Err(MALFORMED);
+    /// Owner, mode, xattrs and time of a regular file, through its descriptor.
+    fn finish_fd<R: Read>(&self, fd: BorrowedFd<'_>, m: &Member<'_, R>, dest: &Path) -> Step<()> {
+        if self.as_root {
+            rustix::fs::fchown(fd, Some(uid(m.uid)), Some(gid(m.gid)))
+                .map_err(|e| io_failure(e, "setting the owner of", dest))?;
         }
-        let record = data[space + 1..len].strip_suffix(b"\n").ok_or(MALFORMED)?;
-        let equals = record.iter().position(|b| *b == b'=').ok_or(MALFORMED)?;
-        records.push((record[..equals].to_vec(), record[equals + 1..].to_vec()));
-        data = &data[len..];
+        rustix::fs::fchmod(fd, Mode::from_bits_retain(m.mode & 0o7777))
+            .map_err(|e| io_failure(e, "setting the mode of", dest))?;
+        for (name, value) in &m.xattrs {
+            rustix::fs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty())
+                .map_err(|e| xattr_failure(e, name, dest))?;
+        }
+        rustix::fs::futimens(fd, &times(m.mtime))
+            .map_err(|e| io_failure(e, "setting the time of", dest))
     }
-    Ok(records)
+
+    /// The same for what cannot be opened safely (symlinks, device nodes, FIFOs): through the
+    /// parent's descriptor, never following the entry itself.
+    fn finish_at<R: Read>(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        m: &Member<'_, R>,
+        dest: &Path,
+        chmod: bool,
+    ) -> Step<()> {
+        if self.as_root {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(uid(m.uid)),
+                Some(gid(m.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_failure(e, "setting the owner of", dest))?;
+        }
+        if chmod {
+            // Not a symlink: the node was made a moment ago in a directory only we write to.
+            rustix::fs::chmodat(
+                parent,
+                name,
+                Mode::from_bits_retain(m.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(|e| io_failure(e, "setting the mode of", dest))?;
+        }
+        for (key, value) in &m.xattrs {
+            // The parents were walked without symlinks; l* does not follow the last one.
+            rustix::fs::lsetxattr(dest, OsStr::from_bytes(key), value, XattrFlags::empty())
+                .map_err(|e| xattr_failure(e, key, dest))?;
+        }
+        rustix::fs::utimensat(parent, name, &times(m.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_failure(e, "setting the time of", dest))
+    }
+
+    fn apply(&self, dir: PendingDir) -> Step<()> {
+        let dest = self.target.join(&dir.relative);
+        let fd = if dir.relative.as_os_str().is_empty() {
+            rustix::io::dup(&self.root).map_err(|e| io_failure(e, "opening", &dest))?
+        } else {
+            let parent = self.open_dir(dir.relative.parent().unwrap_or(Path::new("")), false)?;
+            rustix::fs::openat(
+                &parent,
+                dir.relative.file_name().expect("a directory name"),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_failure(e, "opening", &dest))?
+        };
+        if self.as_root {
+            rustix::fs::fchown(&fd, Some(uid(dir.uid)), Some(gid(dir.gid)))
+                .map_err(|e| io_failure(e, "setting the owner of", &dest))?;
+        }
+        rustix::fs::fchmod(&fd, Mode::from_bits_retain(dir.mode & 0o7777))
+            .map_err(|e| io_failure(e, "setting the mode of", &dest))?;
+        for (name, value) in &dir.xattrs {
+            rustix::fs::fsetxattr(&fd, OsStr::from_bytes(name), value, XattrFlags::empty())
+                .map_err(|e| xattr_failure(e, name, &dest))?;
+        }
+        rustix::fs::futimens(&fd, &times(dir.mtime))
+            .map_err(|e| io_failure(e, "setting the time of", &dest))
+    }
 }
 
-/// Makes way for an entry that replaces an earlier one of the same name (never a directory:
-/// the caller refused that).
-fn replace(path: &Path, exists: bool) -> Result<()> {
-    if exists {
-        fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
-    }
-    Ok(())
+fn uid(raw: u64) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(raw as u32)
 }
 
-fn set_owner_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
-    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-        .with_context(|| format!("chown {}", path.display()))?;
-    fs::set_permissions(
-        path,
-        std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
-    )
-    .with_context(|| format!("chmod {}", path.display()))
+fn gid(raw: u64) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(raw as u32)
 }
 
-fn set_time(path: &Path, mtime: u64) -> Result<()> {
-    let time = filetime::FileTime::from_unix_time(mtime as i64, 0);
-    filetime::set_symlink_file_times(path, time, time)
-        .with_context(|| format!("setting mtime of {}", path.display()))
-}
-
-/// Sets xattrs on `path` itself (never through a symlink).
-fn set_xattrs(path: &Path, xattrs: &[(&[u8], &[u8])]) -> Result<()> {
-    for (name, value) in xattrs {
-        let name = std::ffi::OsStr::from_bytes(name);
-        xattr::set(path, name, value)
-            .with_context(|| format!("setting xattr {name:?} on {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn make_node(header: &tar::Header, kind: EntryType, path: &Path) -> Result<()> {
-    use nix::sys::stat::{mknod, Mode, SFlag};
-    if path.symlink_metadata().is_ok() {
-        fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
-    }
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| crate::fsutil::io_error(e, "creating", parent))?;
-    }
-    let (flag, dev) = match kind {
-        EntryType::Char => (SFlag::S_IFCHR, device(header)?),
-        EntryType::Block => (SFlag::S_IFBLK, device(header)?),
-        _ => (SFlag::S_IFIFO, 0),
+fn times(mtime: i64) -> Timestamps {
+    let at = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
     };
-    let mode = header.mode()?;
-    mknod(path, flag, Mode::from_bits_truncate(mode), dev)
-        .with_context(|| format!("mknod {} ({flag:?}, mode {mode:o})", path.display()))?;
-    let (uid, gid) = (u32::try_from(header.uid()?)?, u32::try_from(header.gid()?)?);
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        Some(uid.into()),
-        Some(gid.into()),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .with_context(|| format!("chown {}", path.display()))?;
-    // mknod honours the umask; the archive's mode is the truth.
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    let time = filetime::FileTime::from_unix_time(header.mtime()? as i64, 0);
-    filetime::set_symlink_file_times(path, time, time)?;
-    Ok(())
+    Timestamps {
+        last_access: at,
+        last_modification: at,
+    }
 }
 
-fn device(header: &tar::Header) -> Result<libc::dev_t> {
-    let major = header.device_major()?.unwrap_or(0);
-    let minor = header.device_minor()?.unwrap_or(0);
-    Ok(libc::makedev(major, minor))
+fn lstat_at(dir: &OwnedFd, name: &OsStr) -> Option<FileType> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+}
+
+fn unlink(dir: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::empty())
+}
+
+fn io_failure(err: Errno, action: &str, path: &Path) -> Failure {
+    Failure::Io(crate::fsutil::io_error(io::Error::from(err), action, path))
+}
+
+fn xattr_failure(err: Errno, name: &[u8], path: &Path) -> Failure {
+    let name = quote(name);
+    if err == Errno::NOTSUP || err == Errno::OPNOTSUPP {
+        Failure::Io(anyhow!(
+            "cannot set xattr {name} on {}: the filesystem does not support it; unpack onto ext4 or xfs",
+            path.display()
+        ))
+    } else {
+        Failure::Io(anyhow!(
+            "cannot set xattr {name} on {}: {err}",
+            path.display()
+        ))
+    }
+}
+
+/// Whether `relative` lies below `dev/` (not `dev` itself).
+fn under_dev(relative: &Path) -> bool {
+    relative != Path::new("dev") && relative.starts_with("dev")
+}
+
+/// Whether `path` lies strictly below `dir` (every path lies below the target's root, "").
+fn is_inside(path: &Path, dir: &Path) -> bool {
+    path != dir && path.starts_with(dir)
 }
 
 /// The entry's path relative to the target; refuses absolute paths and `..`.
 fn confine(raw: &[u8]) -> std::result::Result<PathBuf, &'static str> {
-    let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+    if raw.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    let path = Path::new(OsStr::from_bytes(raw));
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -369,29 +721,6 @@ fn confine(raw: &[u8]) -> std::result::Result<PathBuf, &'static str> {
         }
     }
     Ok(out)
-}
-
-/// Refuses a path whose parent directories, inside the target, include a symlink: writing
-/// through it could land anywhere (the archive never needs this: it stores links, not their
-/// contents).
-fn check_no_symlink_on_the_way(target: &Path, relative: &Path) -> std::result::Result<(), String> {
-    let mut current = target.to_path_buf();
-    let parents: Vec<_> = relative.components().collect();
-    for component in parents.iter().take(parents.len().saturating_sub(1)) {
-        current.push(component);
-        if let Ok(meta) = current.symlink_metadata() {
-            if meta.file_type().is_symlink() {
-                let rel = current.strip_prefix(target).unwrap_or(&current);
-                return Err(format!(
-                    "would be written through the symlink ./{}",
-                    rel.display()
-                ));
-            }
-        } else {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -407,34 +736,20 @@ mod tests {
     }
 
     #[test]
-    fn pax_records_are_read_by_length_so_values_may_hold_newlines() {
-        let value = b"a\nb\x00c";
-        let mut data = Vec::new();
-        for (key, value) in [
-            (&b"SCHILY.xattr.trusted.x"[..], &value[..]),
-            (b"path", b"./p"),
-        ] {
-            let body = key.len() + value.len() + 3;
-            let len = body + (body + 2).to_string().len();
-            data.extend_from_slice(format!("{len} ").as_bytes());
-            data.extend_from_slice(key);
-            data.push(b'=');
-            data.extend_from_slice(value);
-            data.push(b'\n');
-        }
-        let records = parse_pax(&data).unwrap();
-        assert_eq!(records[0].1, value);
-        assert_eq!(records[1], (b"path".to_vec(), b"./p".to_vec()));
-        assert!(parse_pax(b"99 path=x\n").is_err());
-        assert!(parse_pax(b"x").is_err());
+    fn devices_go_under_dev_only() {
+        assert!(under_dev(Path::new("dev/null")));
+        assert!(under_dev(Path::new("dev/pts/ptmx")));
+        assert!(!under_dev(Path::new("dev")));
+        assert!(!under_dev(Path::new("devices/sda")));
+        assert!(!under_dev(Path::new("home/dev/sda")));
     }
 
     #[test]
-    fn symlinked_parent_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
-        let err = check_no_symlink_on_the_way(dir.path(), Path::new("etc/passwd")).unwrap_err();
-        assert!(err.contains("./etc"), "{err}");
-        assert!(check_no_symlink_on_the_way(dir.path(), Path::new("etc")).is_ok());
+    fn directories_are_left_in_order() {
+        assert!(is_inside(Path::new("etc/passwd"), Path::new("etc")));
+        assert!(is_inside(Path::new("etc"), Path::new("")));
+        assert!(!is_inside(Path::new("etc"), Path::new("etc")));
+        assert!(!is_inside(Path::new("etcetera"), Path::new("etc")));
+        assert!(!is_inside(Path::new(""), Path::new("")));
     }
 }

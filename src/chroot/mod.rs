@@ -1,12 +1,24 @@
-//! `chroot-exec`: runs one command inside a root tree with its own mount, PID, UTS and IPC
-//! namespaces, a fresh `/dev`, `proc`, read-only `sysfs`, the host's `resolv.conf` read-only,
-//! daemons blocked by `policy-rc.d`, and a clean environment.
+//! `chroot-exec`: runs one command inside a root tree as a container runtime would, because the
+//! tree may come from anyone (an OS image from S3) and the builder runs as root.
 //!
-//! It never unmounts anything: every mount lives in a namespace that dies with the command.
+//! The command gets new mount, PID, UTS and IPC namespaces; the tree bound onto itself
+//! (`nodev`, `nosuid`) and made `/` with `pivot_root`, the host's root detached; `proc` with
+//! kernel files masked and sysctls read-only, `sysfs` read-only, a fresh `/dev` holding only
+//! harmless devices (plus those asked for with `--device`); the host's `resolv.conf` read-only;
+//! daemons blocked by `policy-rc.d`; a clean environment; capabilities cut to what package
+//! installs need, `no_new_privs`, and a seccomp filter. It shares the host's network namespace
+//! (apt needs the network) but can not reconfigure it.
+//!
+//! It never unmounts anything: every mount lives in a namespace that dies with the command. It
+//! never follows the tree's symlinks on the host side: every path inside the tree is resolved
+//! with [`crate::inroot::TreeRoot`].
 
 mod dev;
 pub mod mounts;
+mod pivot;
 pub mod policy_rc;
+pub mod privileges;
+pub mod seccomp;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -24,8 +36,8 @@ pub struct ChrootCommand {
     pub command: Vec<OsString>,
     /// Bind the host's resolv.conf (read-only) so apt can resolve names.
     pub resolv_conf: bool,
-    /// Bind the host's whole /dev instead of a minimal one (GRUB on a loop device needs it).
-    pub host_dev: bool,
+    /// Host devices bound into the fresh /dev besides the harmless ones (GRUB's loop device).
+    pub devices: Vec<PathBuf>,
 }
 
 /// Proxy settings survive the environment reset: builds behind a proxy need them for apt.
@@ -72,33 +84,51 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
     let Some((program, args)) = request.command.split_first() else {
         bail!("chroot-exec needs a command after the root, e.g. `chroot-exec ROOT -- /bin/sh -c 'id'`");
     };
+    dev::check_host_devices(&request.devices)?;
     let host_resolv = Path::new("/etc/resolv.conf");
     let resolv = (request.resolv_conf && host_resolv.exists()).then_some(host_resolv);
-    let ops = plan_mounts(&root, resolv, request.host_dev)?;
-    let host_dev = request.host_dev;
+    let ops = plan_mounts(resolv, &request.devices);
 
     let mut command = Command::new(program);
     command
         .args(args)
         .env_clear()
-        .envs(clean_environment(|k| std::env::var_os(k)));
+        .envs(clean_environment(|k| std::env::var_os(k)))
+        .current_dir("/");
 
-    let guard = policy_rc::install(&root)?;
-    let chroot_root = root.clone();
+    let tree = crate::inroot::TreeRoot::open(&root)?;
+    let guard = policy_rc::install(&tree)?;
     let result = crate::sandbox::run_isolated(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
-        move || {
-            mounts::apply(&ops)?;
-            if !host_dev {
-                dev::populate(&chroot_root.join("dev"))?;
-            }
-            nix::unistd::chroot(&chroot_root)
-                .with_context(|| format!("chroot({})", chroot_root.display()))?;
-            std::env::set_current_dir("/").context("chdir / inside the chroot")?;
-            Ok(())
-        },
+        move || enter(&root, &ops),
         command,
     );
     drop(guard);
     result
+}
+
+/// Inside the sandbox's init, in its fresh namespaces: builds the tree's mounts, makes the tree
+/// `/`, and gives up every privilege the command must not have. The command inherits the lot.
+fn enter(root: &Path, ops: &[MountOp]) -> Result<()> {
+    let tree = pivot::bind_root(root)?;
+    mounts::apply(ops, &tree)?;
+    pivot::pivot_into(&tree)?;
+    drop(tree);
+    close_inherited_fds()?;
+    // Not dumpable: the command (same uid, same capabilities) can not ptrace its init.
+    nix::sys::prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")?;
+    privileges::drop_to_kept()?;
+    seccomp::install()
+}
+
+/// Every fd the builder's caller left open (beyond stdin, stdout, stderr) is closed at exec: an
+/// fd on a host directory would be a way out of the tree.
+fn close_inherited_fds() -> Result<()> {
+    // SAFETY: close_range only flags fds of this process close-on-exec.
+    let rc = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("close_range(3.., CLOSE_RANGE_CLOEXEC) (needs Linux 5.11)");
+    }
+    Ok(())
 }

@@ -1,88 +1,111 @@
-//! The sequence of mounts that makes a root tree usable, as data, so it can be tested without
-//! root; `apply` performs it. Every error names source, target, fstype and flags.
+//! The mounts that make a root tree a sandbox, as data (so the plan is tested without root),
+//! and `apply`, which performs them before `pivot_root`.
+//!
+//! Every target is a path inside the tree, resolved with [`TreeRoot`] (symlinks stay inside the
+//! tree) and mounted onto through its `/proc/self/fd/N` handle, so a tree's `proc -> /etc` or
+//! `etc -> /host/dir` can never put a mount, or a write, on the host's files. Every error names
+//! source, target, fstype and flags.
+//!
+//! What `/proc` and `/sys` hide follows the defaults of runc (the OCI runtime): kernel memory,
+//! keyrings, timers and firmware masked; sysctls, sysrq and IRQ settings read-only.
 
-use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 
+use crate::inroot::{fd_path, FileKind, TreeRoot};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
-    /// Mount a filesystem of `fstype`.
+    /// A fresh filesystem of `fstype` on the directory `target` (created when missing).
     Fs {
         fstype: &'static str,
         target: PathBuf,
         flags: MsFlags,
         data: Option<String>,
     },
-    /// Bind `source` onto `target`, then remount read-only when asked.
-    Bind {
-        source: PathBuf,
-        target: PathBuf,
-        read_only: bool,
-    },
-    /// Bind a whole tree with everything mounted below it (the host's /dev for disk work).
-    RecursiveBind { source: PathBuf, target: PathBuf },
+    /// `target` bound onto itself and remounted read-only; skipped when the kernel has none.
+    ReadOnly { target: PathBuf },
+    /// `target` hidden: `/dev/null` over a file, an empty read-only tmpfs over a directory;
+    /// skipped when absent.
+    Mask { target: PathBuf },
+    /// The fresh `/dev` (see `dev`), with these host devices bound in as well.
+    Dev { devices: Vec<PathBuf> },
+    /// The host's file `source` bound read-only onto `target`, only where the tree has a
+    /// regular file there (the tree's own, symlinks resolved inside the tree).
+    HostFile { source: PathBuf, target: PathBuf },
 }
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// The mounts for `root`, in order. `resolv` is the host's resolv.conf, bound only where the
-/// tree has a regular file to bind it onto (never through a symlink that may point outside).
-pub fn plan_mounts(root: &Path, resolv: Option<&Path>, host_dev: bool) -> Result<Vec<MountOp>> {
-    for dir in ["proc", "sys", "dev"] {
-        let path = root.join(dir);
-        if path.symlink_metadata().is_err() {
-            fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        }
-    }
-    let mut ops = vec![
-        MountOp::Fs {
-            fstype: "proc",
-            target: root.join("proc"),
-            flags: NOSUID_NODEV_NOEXEC,
-            data: None,
-        },
-        MountOp::Fs {
-            fstype: "sysfs",
-            target: root.join("sys"),
-            flags: NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
-            data: None,
-        },
-    ];
-    ops.push(if host_dev {
-        MountOp::RecursiveBind {
-            source: "/dev".into(),
-            target: root.join("dev"),
-        }
-    } else {
-        MountOp::Fs {
-            fstype: "tmpfs",
-            target: root.join("dev"),
-            flags: MsFlags::MS_NOSUID,
-            data: Some("mode=0755,size=65536k".into()),
-        }
+/// Settings that processes inside could use to change the host: read-only.
+pub const PROC_READ_ONLY: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Kernel memory, symbols, keyrings, timers and hardware details: hidden.
+pub const MASKED: &[&str] = &[
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/kallsyms",
+    "proc/kpagecgroup",
+    "proc/kpagecount",
+    "proc/kpageflags",
+    "proc/latency_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/vmallocinfo",
+    "sys/devices/virtual/powercap",
+    "sys/firmware",
+];
+
+/// The mounts for a tree, in order. `resolv` is the host's resolv.conf; `devices` are host
+/// devices the command needs besides the minimal set (the disk stage's loop device).
+pub fn plan_mounts(resolv: Option<&Path>, devices: &[PathBuf]) -> Vec<MountOp> {
+    let mut ops = vec![MountOp::Fs {
+        fstype: "proc",
+        target: "proc".into(),
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    }];
+    ops.extend(
+        PROC_READ_ONLY
+            .iter()
+            .map(|p| MountOp::ReadOnly { target: p.into() }),
+    );
+    // sysfs read-only; without CAP_SYS_ADMIN nothing inside can remount it.
+    ops.push(MountOp::Fs {
+        fstype: "sysfs",
+        target: "sys".into(),
+        flags: NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        data: None,
+    });
+    ops.extend(MASKED.iter().map(|p| MountOp::Mask { target: p.into() }));
+    ops.push(MountOp::Dev {
+        devices: devices.to_vec(),
     });
     if let Some(resolv) = resolv {
-        let target = root.join("etc/resolv.conf");
-        if target
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_file())
-        {
-            ops.push(MountOp::Bind {
-                source: resolv.to_path_buf(),
-                target,
-                read_only: true,
-            });
-        }
+        ops.push(MountOp::HostFile {
+            source: resolv.to_path_buf(),
+            target: "etc/resolv.conf".into(),
+        });
     }
-    Ok(ops)
+    ops
 }
 
-pub fn apply(ops: &[MountOp]) -> Result<()> {
+pub fn apply(ops: &[MountOp], root: &TreeRoot) -> Result<()> {
     for op in ops {
         match op {
             MountOp::Fs {
@@ -90,107 +113,194 @@ pub fn apply(ops: &[MountOp]) -> Result<()> {
                 target,
                 flags,
                 data,
-            } => mount(
-                Some(*fstype),
-                target,
-                Some(*fstype),
-                *flags,
-                data.as_deref(),
-            )
-            .with_context(|| {
-                format!(
-                    "mount -t {fstype} {fstype} {} (flags {flags:?}, data {data:?})",
-                    target.display()
-                )
-            })?,
-            MountOp::Bind {
-                source,
-                target,
-                read_only,
             } => {
-                bind(source, target, *read_only)?;
-            }
-            MountOp::RecursiveBind { source, target } => {
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-                mount(Some(source), target, None::<&str>, flags, None::<&str>).with_context(
-                    || format!("mount --rbind {} {}", source.display(), target.display()),
+                let fd = directory(root, target)?;
+                mount_on(
+                    Some(*fstype),
+                    &fd,
+                    target,
+                    Some(*fstype),
+                    *flags,
+                    data.as_deref(),
                 )?;
+            }
+            MountOp::ReadOnly { target } => {
+                let Some(fd) = existing(root, target)? else {
+                    continue;
+                };
+                bind(&fd_path(&fd), &fd, target)?;
+                remount_read_only(root, target, NOSUID_NODEV_NOEXEC)?;
+            }
+            MountOp::Mask { target } => {
+                let Some(fd) = existing(root, target)? else {
+                    continue;
+                };
+                let stat = nix::sys::stat::fstat(&fd)
+                    .with_context(|| format!("stat /{} in the tree", target.display()))?;
+                if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    let flags = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+                    mount_on(Some("tmpfs"), &fd, target, Some("tmpfs"), flags, None)?;
+                } else {
+                    bind(Path::new("/dev/null"), &fd, target)?;
+                }
+            }
+            MountOp::Dev { devices } => {
+                let fd = directory(root, Path::new("dev"))?;
+                let flags = MsFlags::MS_NOSUID;
+                let data = Some("mode=0755,size=65536k");
+                mount_on(
+                    Some("tmpfs"),
+                    &fd,
+                    Path::new("dev"),
+                    Some("tmpfs"),
+                    flags,
+                    data,
+                )?;
+                // The tmpfs now sits on top of the fd's directory: open it afresh.
+                let dev = root.open_dir(Path::new("dev"))?;
+                super::dev::populate(&fd_path(&dev), devices)?;
+            }
+            MountOp::HostFile { source, target } => {
+                if root.kind(target)? != Some(FileKind::Regular) {
+                    continue;
+                }
+                let fd = root.open_path(target)?;
+                bind(source, &fd, target)?;
+                remount_read_only(root, target, NOSUID_NODEV_NOEXEC)?;
             }
         }
     }
     Ok(())
 }
 
-pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+/// The directory `target` of the tree, created when the tree has nothing there.
+fn directory(root: &TreeRoot, target: &Path) -> Result<OwnedFd> {
+    if root.kind(target)?.is_none() {
+        root.create_dir(target, 0o755)?;
+    }
+    Ok(root.open_dir(target)?)
+}
+
+fn existing(root: &TreeRoot, target: &Path) -> Result<Option<OwnedFd>> {
+    match root.open_path(target) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn mount_on(
+    source: Option<&str>,
+    target: &OwnedFd,
+    name: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(source, &fd_path(target), fstype, flags, data).with_context(|| {
+        format!(
+            "mount -t {} {} /{} in the tree (flags {flags:?}, data {data:?})",
+            fstype.unwrap_or("-"),
+            source.unwrap_or("-"),
+            name.display()
+        )
+    })
+}
+
+/// Binds the host's `source` (or a handle's path) onto the tree's `target`.
+pub fn bind(source: &Path, target: &OwnedFd, name: &Path) -> Result<()> {
     mount(
         Some(source),
-        target,
+        &fd_path(target),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .with_context(|| format!("mount --bind {} {}", source.display(), target.display()))?;
-    if read_only {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .with_context(|| format!("remount read-only {} (flags {flags:?})", target.display()))?;
-    }
-    Ok(())
+    .with_context(|| {
+        format!(
+            "mount --bind {} /{} in the tree",
+            source.display(),
+            name.display()
+        )
+    })
+}
+
+/// Remounts the bind at `target` read-only. The path is resolved again: the handle used for
+/// the bind points below the new mount, not at it.
+fn remount_read_only(root: &TreeRoot, target: &Path, keep: MsFlags) -> Result<()> {
+    let fd = root.open_path(target)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep;
+    mount(
+        None::<&str>,
+        &fd_path(&fd),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "remount read-only /{} in the tree (flags {flags:?})",
+            target.display()
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn proc_sys_dev_in_order_and_sys_read_only() {
-        let root = tempfile::tempdir().unwrap();
-        let ops = plan_mounts(root.path(), None, false).unwrap();
-        let kinds: Vec<_> = ops
-            .iter()
+    fn kinds(ops: &[MountOp]) -> Vec<String> {
+        ops.iter()
             .map(|op| match op {
-                MountOp::Fs { fstype, .. } => *fstype,
-                MountOp::Bind { .. } => "bind",
-                MountOp::RecursiveBind { .. } => "rbind",
+                MountOp::Fs { fstype, .. } => fstype.to_string(),
+                MountOp::ReadOnly { target } => format!("ro {}", target.display()),
+                MountOp::Mask { target } => format!("mask {}", target.display()),
+                MountOp::Dev { .. } => "dev".into(),
+                MountOp::HostFile { target, .. } => format!("host {}", target.display()),
             })
-            .collect();
-        assert_eq!(kinds, ["proc", "sysfs", "tmpfs"]);
-        assert!(matches!(&ops[1], MountOp::Fs { flags, .. } if flags.contains(MsFlags::MS_RDONLY)));
-        assert!(root.path().join("proc").is_dir() && root.path().join("dev").is_dir());
-        let with_host_dev = plan_mounts(root.path(), None, true).unwrap();
-        assert!(
-            matches!(&with_host_dev[2], MountOp::RecursiveBind { source, .. } if source == Path::new("/dev"))
-        );
+            .collect()
     }
 
     #[test]
-    fn resolv_conf_bound_read_only_onto_a_regular_file_only() {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir(root.path().join("etc")).unwrap();
-        let host = Path::new("/etc/hostname");
-        assert_eq!(
-            plan_mounts(root.path(), Some(host), false).unwrap().len(),
-            3,
-            "no target file: no bind"
-        );
+    fn proc_then_its_read_only_parts_then_sys_masks_dev_and_resolv() {
+        let ops = plan_mounts(Some(Path::new("/etc/resolv.conf")), &[]);
+        let kinds = kinds(&ops);
+        assert_eq!(kinds[0], "proc");
+        let sysfs = kinds.iter().position(|k| k == "sysfs").unwrap();
+        assert!(kinds[1..sysfs].iter().all(|k| k.starts_with("ro proc/")));
+        for path in ["proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus"] {
+            assert!(kinds.contains(&format!("ro {path}")), "{path}");
+        }
+        for path in ["proc/kcore", "proc/keys", "proc/timer_list", "sys/firmware"] {
+            let mask = kinds
+                .iter()
+                .position(|k| k == &format!("mask {path}"))
+                .unwrap();
+            assert!(mask > sysfs, "{path} masked after sysfs is mounted");
+        }
+        assert_eq!(kinds[kinds.len() - 2], "dev");
+        assert_eq!(kinds.last().unwrap(), "host etc/resolv.conf");
+        assert!(matches!(
+            &ops[sysfs],
+            MountOp::Fs { flags, .. } if flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
+        ));
+    }
 
-        std::os::unix::fs::symlink("/etc/passwd", root.path().join("etc/resolv.conf")).unwrap();
-        assert_eq!(
-            plan_mounts(root.path(), Some(host), false).unwrap().len(),
-            3,
-            "never bind through a symlink"
-        );
-
-        fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
-        fs::write(root.path().join("etc/resolv.conf"), "").unwrap();
-        let ops = plan_mounts(root.path(), Some(host), false).unwrap();
-        assert_eq!(
-            ops.last().unwrap(),
-            &MountOp::Bind {
-                source: host.into(),
-                target: root.path().join("etc/resolv.conf"),
-                read_only: true
-            }
-        );
+    #[test]
+    fn targets_are_inside_the_tree_and_devices_pass_through() {
+        let devices = vec![PathBuf::from("/dev/loop7")];
+        let ops = plan_mounts(None, &devices);
+        assert!(!kinds(&ops).iter().any(|k| k.starts_with("host")));
+        assert!(ops.contains(&MountOp::Dev { devices }));
+        for op in &ops {
+            let target = match op {
+                MountOp::Fs { target, .. }
+                | MountOp::ReadOnly { target }
+                | MountOp::Mask { target }
+                | MountOp::HostFile { target, .. } => target.clone(),
+                MountOp::Dev { .. } => continue,
+            };
+            assert!(target.is_relative(), "{}", target.display());
+        }
     }
 }

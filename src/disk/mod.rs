@@ -113,7 +113,7 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
             "# written by stemcell-builder disk-image\nGRUB_DEVICE=LABEL=root\nGRUB_DISABLE_LINUX_UUID=true\n",
         )?;
         step.line("installing GRUB");
-        install_grub(&target, &device.path)?;
+        install_grub(&target, &device.path, &partition)?;
         drop(mounted);
         drop(device);
     }
@@ -181,7 +181,10 @@ fn make_partitioned_file(raw: &Path, size_mib: u64) -> Result<()> {
     Ok(())
 }
 
-fn install_grub(root: &Path, disk: &Path) -> Result<()> {
+/// GRUB runs in the tree's sandbox with exactly two host devices: the loop disk it writes its
+/// boot code to and the partition it finds /boot on (grub-probe maps the mounted filesystem to
+/// a node in /dev). No extra capability: writing to a block device needs none.
+fn install_grub(root: &Path, disk: &Path, partition: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let script = format!(
         "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} && update-grub",
@@ -192,7 +195,10 @@ fn install_grub(root: &Path, disk: &Path) -> Result<()> {
     crate::sandbox::die_with_parent(&mut command);
     let out = command
         .arg("chroot-exec")
-        .arg("--host-dev")
+        .arg("--device")
+        .arg(disk)
+        .arg("--device")
+        .arg(partition)
         .arg(root)
         .args(["--", "/bin/sh", "-ec", &script])
         .output()

@@ -276,7 +276,11 @@ mod tests {
 
         let other = dir.path().join("other_stage");
         fs::rename(&stage, &other).unwrap();
-        assert_ne!(relinked, stage_files(&other, "lib").unwrap(), "the stage's name");
+        assert_ne!(
+            relinked,
+            stage_files(&other, "lib").unwrap(),
+            "the stage's name"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Where a build's tree (layer 0) comes from: a bootstrapped base (cached), a directory, an OS
-//! image file, or an OS image in S3. Each is checked before anything runs, and none may overlap
-//! the work dir, whose chroot is deleted before the base is put there.
+//! image file, an OS image in S3, a root tarball or host binaries (src/rootfs). Each is checked
+//! before anything runs, and none may overlap the work dir, whose chroot is deleted before the
+//! base is put there.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::bootstrap::{self, BaseSpec, BootstrapChoice, Bootstrapper};
 use super::workspace::Workspace;
@@ -27,13 +28,20 @@ pub enum BaseSource {
     Image(PathBuf),
     /// An OS image in S3, downloaded into the work dir and verified by its sha256.
     S3 { url: S3Url, options: S3Options },
+    /// Any root tarball (`--base tarball:PATH`, e.g. `docker export`'s), gzip, zstd or plain.
+    Tarball(PathBuf),
+    /// Host programs and the libraries they load (`--base binaries:bash,ls`).
+    Binaries(Vec<String>),
 }
 
 impl BaseSource {
     /// The report's name for the step.
     pub fn step_name(&self) -> &'static str {
         match self {
-            BaseSource::Bootstrap { .. } | BaseSource::Tree(_) => "00-base",
+            BaseSource::Bootstrap { .. }
+            | BaseSource::Tree(_)
+            | BaseSource::Tarball(_)
+            | BaseSource::Binaries(_) => "00-base",
             BaseSource::Image(_) | BaseSource::S3 { .. } => "00-os-image",
         }
     }
@@ -44,15 +52,23 @@ impl BaseSource {
         let (given, flag) = match self {
             BaseSource::Bootstrap { tool, .. } => return Bootstrapper::choose(*tool).map(drop),
             BaseSource::S3 { .. } => return Ok(()),
+            BaseSource::Binaries(names) => return crate::rootfs::binaries::plan(names).map(drop),
             BaseSource::Tree(path) => (path, "--base"),
+            BaseSource::Tarball(path) => (path, "--base tarball:"),
             BaseSource::Image(path) => (path, "the OS image"),
         };
-        let real = given.canonicalize().with_context(|| {
-            format!(
-                "{flag} {} does not exist: pass an existing directory or OS image",
-                given.display()
-            )
-        })?;
+        let Ok(real) = given.canonicalize() else {
+            bail!(match self {
+                BaseSource::Image(_) => format!(
+                    "OS image {} does not exist: build one with build-os-image, or pass s3://BUCKET/KEY",
+                    given.display()
+                ),
+                _ => format!(
+                    "--base {} does not exist: pass an existing directory or OS image file",
+                    given.display()
+                ),
+            });
+        };
         if real == Path::new("/") {
             bail!("{flag} / is the host's root, not a base tree: pass a directory holding one");
         }
@@ -72,6 +88,7 @@ impl BaseSource {
                 "OS image {} is not a file: build one with build-os-image or pass s3://BUCKET/KEY",
                 given.display()
             ),
+            BaseSource::Tarball(_) => crate::rootfs::tarball::check(&real),
             _ => Ok(()),
         }
     }
@@ -91,6 +108,27 @@ impl BaseSource {
             BaseSource::S3 { .. } => {
                 let local = self.fetch(workspace, reporter)?;
                 format!("image-{}", crate::checksum::sha256_file(&local)?)
+            }
+            BaseSource::Tarball(tarball) => {
+                format!("tarball-{}", crate::checksum::sha256_file(tarball)?)
+            }
+            BaseSource::Binaries(names) => {
+                // What the root is made of: each file copied (by path and content) and the
+                // loader's directories; a library upgraded on the host changes the key.
+                use sha2::Digest;
+                let plan = crate::rootfs::binaries::plan(names)?;
+                let mut hasher = sha2::Sha256::new();
+                for file in &plan.files {
+                    hasher.update(file.as_bytes());
+                    hasher.update([0]);
+                    hasher.update(crate::checksum::sha256_file(Path::new(file))?.as_bytes());
+                    hasher.update([0]);
+                }
+                for dir in &plan.conf_dirs {
+                    hasher.update(dir.as_bytes());
+                    hasher.update([0]);
+                }
+                format!("binaries-{}", hex::encode(hasher.finalize()))
             }
         })
     }
@@ -145,6 +183,27 @@ impl BaseSource {
                 let local = self.fetch(workspace, reporter)?;
                 unpack_image(&local, chroot, reporter)
             }
+            BaseSource::Tarball(path) => {
+                let step = reporter.step("unpack base tarball");
+                let started = Instant::now();
+                let (entries, verified) = crate::rootfs::tarball::provide(path, chroot)?;
+                step.finish(&format!("{entries} entries"), started.elapsed());
+                Ok(if verified {
+                    "ok (sha256 verified)"
+                } else {
+                    "ok"
+                })
+            }
+            BaseSource::Binaries(names) => {
+                let step = reporter.step("copy host binaries");
+                let started = Instant::now();
+                let plan = crate::rootfs::binaries::plan(names)?;
+                std::fs::create_dir_all(chroot)
+                    .map_err(|e| crate::fsutil::io_error(e, "creating", chroot))?;
+                let copied = crate::rootfs::binaries::build(&plan, chroot)?;
+                step.finish(&format!("{copied} files"), started.elapsed());
+                Ok("ok (host binaries)")
+            }
         }
     }
 }
@@ -181,6 +240,7 @@ fn copy_tree(given: &Path, chroot: &Path, scratch: &Path) -> Result<()> {
         chroot,
         &UnpackOptions {
             skip_checksum: true,
+            ..UnpackOptions::default()
         },
     )
     .map(drop)

@@ -301,7 +301,7 @@ fn os_identity(source: &OsSource, tree: &Path) -> Result<OsIdentity> {
         OsSource::FromTree { given, assets_dir } => {
             let (name, version) = match given {
                 Some(pair) => pair.clone(),
-                None => crate::stemcell::os_release(tree)?,
+                None => crate::os::os_release(tree)?,
             };
             let definition = OsDefinition::load(assets_dir, &format!("{name}-{version}")).ok();
             Ok(OsIdentity::from_release(

@@ -73,17 +73,7 @@ pub fn upload(plan: &UploadPlan, reporter: &Reporter) -> Result<String> {
     let started = Instant::now();
     let digest = crate::checksum::sha256_file(&plan.file)?;
     step.finish(&digest, started.elapsed());
-    let sidecar = crate::checksum::sidecar_path(&plan.file);
-    if sidecar.exists() {
-        let expected = crate::checksum::read_sidecar(&sidecar)?;
-        if expected != digest {
-            bail!(
-                "checksum mismatch for {}: {} says {expected}, the file has {digest}; rebuild it before uploading",
-                plan.file.display(),
-                sidecar.display()
-            );
-        }
-    }
+    crate::checksum::check_sidecar(&plan.file, &digest)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let s3 = client::build(&plan.options).await;

@@ -161,31 +161,6 @@ impl Packager for StemcellPackager {
     }
 }
 
-/// What the image's /etc/os-release says: (`debian`, `trixie`).
-pub fn os_release(root: &Path) -> Result<(String, String)> {
-    let path = root.join("etc/os-release");
-    let path = if path.exists() {
-        path
-    } else {
-        root.join("usr/lib/os-release")
-    };
-    let text = std::fs::read_to_string(&path)
-        .context("the OS image has no /etc/os-release: pass --os NAME-VERSION")?;
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(|v| v.trim_matches('"').to_string())
-            .filter(|v| !v.is_empty())
-    };
-    match (field("ID"), field("VERSION_CODENAME")) {
-        (Some(id), Some(codename)) => Ok((id, codename)),
-        _ => bail!(
-            "{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION",
-            path.display()
-        ),
-    }
-}
-
 /// The `image` member and everything around it, then the tarball.
 fn package(
     plan: &StemcellPackager,
@@ -247,14 +222,15 @@ fn package(
         staging.join("packages.txt"),
         crate::packages::render(&packages),
     )?;
-    let dev_tools = chroot.join("var/vcap/bosh/etc/dev_tools_file_list");
-    if !dev_tools.exists() {
+    // Read inside the tree: an image whose list links to a host file must not ship that file.
+    const DEV_TOOLS: &str = "var/vcap/bosh/etc/dev_tools_file_list";
+    let Some(dev_tools) = crate::inroot::read_if_exists(chroot, DEV_TOOLS, 16 << 20)? else {
         bail!(
-            "{} is missing: the dev_tools_config stage must run before packaging",
-            dev_tools.display()
+            "/{DEV_TOOLS} is missing from {}: the dev_tools_config stage must run before packaging",
+            chroot.display()
         );
-    }
-    std::fs::copy(&dev_tools, staging.join("dev_tools_file_list.txt"))?;
+    };
+    std::fs::write(staging.join("dev_tools_file_list.txt"), dev_tools)?;
 
     let name = StemcellManifest::name_for(
         plan.target.iaas,

@@ -44,7 +44,8 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
         header.set_gid(0);
         header.set_mtime(time);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, name, &mut file)
+        // Ctrl-C or SIGTERM stops the copy; the pending file is removed when this returns.
+        tar.append_data(&mut header, name, crate::archive::Interruptible(&mut file))
             .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
     }
     let mut gzip = tar

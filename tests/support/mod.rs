@@ -20,7 +20,7 @@ pub fn repo() -> PathBuf {
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "mkdir", "sleep", "touch", "id", "hostname", "ps", "grep", "wc",
     "test", "true", "false", "env", "stat", "readlink", "rm", "mount", "head", "tail", "printf",
-    "kill", "sed",
+    "kill", "sed", "chroot", "mknod", "ip", "insmod", "date", "unshare", "umount", "ln", "dd",
 ];
 
 /// A root tree with busybox-static and its applets: enough for stages that run shell code.
@@ -214,11 +214,14 @@ fn build_default_os_image() -> (PathBuf, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
     let image = dir.join("os-image.tgz");
     let report = dir.join("build-report.txt");
-    let fresh = |p: &Path| {
-        let (Ok(a), Ok(b)) = (fs::metadata(p), fs::metadata(bin())) else {
-            return false;
-        };
-        a.modified().unwrap() > b.modified().unwrap()
+    // Fresh: newer than the binary and than every stage and asset it was built from.
+    let inputs = [bin(), repo().join("stages"), repo().join("assets/os")]
+        .iter()
+        .filter_map(|p| newest_mtime(p))
+        .max();
+    let fresh = |p: &Path| match (fs::metadata(p).and_then(|m| m.modified()), inputs) {
+        (Ok(built), Some(inputs)) => built > inputs,
+        _ => false,
     };
     if fresh(&image) && report.exists() {
         return (image, fs::read_to_string(&report).unwrap());
@@ -246,6 +249,20 @@ fn build_default_os_image() -> (PathBuf, String) {
     (image, text(&out.stdout))
 }
 
+/// The newest modification time of a file or of anything below a directory.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let mut newest = meta.modified().ok()?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).ok()?.flatten() {
+            if let Some(t) = newest_mtime(&entry.path()) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    Some(newest)
+}
+
 /// `len` bytes that no compressor or dedup can shrink (xorshift noise), the same for a seed.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -257,4 +274,28 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// Runs the binary with `args` under GNU time: (exit code, stderr, its own peak RSS in KiB).
+/// A child spawned straight from the test process would report that process's peak instead
+/// (vfork shares its memory map until exec); GNU time forks from a small process.
+pub fn run_with_peak_rss(args: &[&std::ffi::OsStr], scratch: &Path) -> (i32, String, i64) {
+    let rss_file = scratch.join("peak-rss");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("GNU time is installed (apt-get install time)");
+    let rss = fs::read_to_string(&rss_file)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stderr), rss)
 }

@@ -1,0 +1,117 @@
+//! A small seccomp deny-list for what capabilities do not cover.
+//!
+//! Dropping capabilities already refuses mount, module loading, raw I/O, the clock and so on.
+//! These system calls need no capability at all, yet reach past the sandbox:
+//! - `keyctl`, `add_key`, `request_key`: kernel keyrings are not namespaced; root inside would
+//!   read and change the host root's user keyring (credentials of the build host);
+//! - `unshare`/`clone` with `CLONE_NEWUSER`: a user namespace gives its creator every
+//!   capability again over new namespaces, a large kernel surface no package install needs;
+//! - `bpf`, `perf_event_open`, `userfaultfd`: allowed or not by sysctls of the host; refused
+//!   here whatever the host says;
+//! - `io_uring_*` and `clone3` answer "not implemented" (ENOSYS), so programs fall back to the
+//!   classic calls: io_uring bypasses seccomp checks of the calls it performs, and `clone3`'s
+//!   flags sit in memory, where a filter cannot see a `CLONE_NEWUSER`.
+//!
+//! Everything else is allowed: a deny-list keeps every package install working. A process of
+//! another architecture (a 32-bit binary on x86_64) is killed: its system call numbers differ.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// Refused with EPERM, whatever the arguments. (System call numbers are `c_long`, which is
+/// `i64` on every architecture seccompiler supports.)
+const DENIED: &[i64] = &[
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+];
+
+/// Answered with ENOSYS so callers use the classic equivalent.
+const NOT_IMPLEMENTED: &[i64] = &[
+    libc::SYS_clone3,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+];
+
+/// On x86_64 the same calls can also be made through the x32 ABI: the number with this bit
+/// set, under the same audit architecture (linux/arch/x86/include/uapi/asm/unistd.h).
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+fn numbers(calls: &[i64]) -> Vec<i64> {
+    let mut all = calls.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    all.extend(calls.iter().map(|&n| n | X32_SYSCALL_BIT));
+    all
+}
+
+fn target() -> Result<TargetArch> {
+    std::env::consts::ARCH
+        .try_into()
+        .with_context(|| format!("no seccomp filter for {}", std::env::consts::ARCH))
+}
+
+/// The two filters, compiled (for the tests and for `install`).
+pub fn filters() -> Result<[BpfProgram; 2]> {
+    let arch = target()?;
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
+        numbers(DENIED).into_iter().map(|n| (n, vec![])).collect();
+    let new_user_ns = || -> Result<Vec<SeccompRule>> {
+        let flag = libc::CLONE_NEWUSER as u64;
+        Ok(vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )?])?])
+    };
+    for call in numbers(&[libc::SYS_unshare, libc::SYS_clone]) {
+        denied.insert(call, new_user_ns()?);
+    }
+    let deny = SeccompFilter::new(
+        denied,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
+    let missing = SeccompFilter::new(
+        numbers(NOT_IMPLEMENTED)
+            .into_iter()
+            .map(|n| (n, vec![]))
+            .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )?;
+    Ok([deny.try_into()?, missing.try_into()?])
+}
+
+/// Installs the filters on the calling thread (and so on everything it executes). Needs
+/// `no_new_privs` or CAP_SYS_ADMIN.
+pub fn install() -> Result<()> {
+    for filter in filters()? {
+        seccompiler::apply_filter(&filter).context("installing the seccomp filter")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_filters_compile_for_this_architecture() {
+        let [deny, missing] = filters().unwrap();
+        assert!(deny.len() > DENIED.len());
+        assert!(missing.len() > NOT_IMPLEMENTED.len());
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+source "$(dirname "$0")/../lib/prelude_apply.bash"
+# The agent's blobstore clients at /var/vcap/bosh/bin/bosh-blobstore-* (dav, s3, gcs,
+# azure-storage: the agent calls them by these names), from the directory the setting
+# blobstore_clis_dir names (`--set blobstore_clis_dir=DIR`; the Concourse task passes its
+# blobstore-clis input). Without the setting the stemcell has none, and says so.
+
+dir=${blobstore_clis_dir:-}
+if [ -z "$dir" ]; then
+  echo "no blobstore_clis_dir setting: no bosh-blobstore-* clients installed"
+  exit 0
+fi
+assert_dir blobstore_clis_dir
+bin=$chroot/var/vcap/bosh/bin
+if [ ! -d "$bin" ] || [ -L "$bin" ]; then
+  fail "the tree has no /var/vcap/bosh/bin directory: run bosh_go_agent first"
+fi
+installed=0
+for cli in "$dir"/bosh-blobstore-*; do
+  # Regular files only: a symlink in the input could point anywhere on the build host.
+  if [ ! -f "$cli" ] || [ -L "$cli" ]; then
+    continue
+  fi
+  install -m 0755 -o root -g root "$cli" "$bin/$(basename "$cli")"
+  echo "installed $(basename "$cli")"
+  installed=$((installed + 1))
+done
+[ "$installed" -gt 0 ] || fail "blobstore_clis_dir $dir holds no bosh-blobstore-* file: name each client bosh-blobstore-dav, bosh-blobstore-s3, bosh-blobstore-gcs or bosh-blobstore-azure-storage"
