@@ -235,3 +235,17 @@ fn bad_targets_are_one_line_errors() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+#[test]
+fn a_long_name_bomb_is_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("bomb.tgz");
+    support::write_long_name_bomb(&image);
+    let (code, err, rss) =
+        support::run_with_peak_rss(&["audit".as_ref(), image.as_os_str()], dir.path());
+    assert_ne!(code, 0);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("over 4096 bytes"), "{err}");
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
+}

@@ -84,7 +84,7 @@ fn a_tarball_base_plain_gzip_or_zstd_runs_a_stage_in_its_chroot() {
     for tarball in [&plain, &gzip, &zstd] {
         let out = build(&f, &format!("tarball:{}", tarball.display()));
         ok(&out);
-        let written = fs::read_to_string(f.chroot().join("stage-was-here")).unwrap();
+        let written = fs::read_to_string(f.layer("01-inside").join("stage-was-here")).unwrap();
         assert!(written.starts_with("ran in "), "{written}");
         let image = members(&f.output());
         for member in ["./stage-was-here", "./bin/busybox", "./.dockerenv"] {
@@ -169,7 +169,9 @@ fn a_binaries_base_runs_bash_and_ls_in_a_chroot() {
     let out = build(&f, "binaries:bash,ls");
     ok(&out);
     assert_eq!(fs::read_to_string(f.work().join("check")).unwrap(), "ok\n");
-    let root = f.chroot();
+    // The base layer holds the tree the binaries made (the work dir's chroot is only the
+    // stages' mount point).
+    let root = f.layer("00-base");
     let listing = Command::new("chroot")
         .arg(&root)
         .args(["/usr/bin/bash", "-c", "ls /; ls -ln /etc/passwd"])

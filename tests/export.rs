@@ -881,31 +881,9 @@ fn hostile_os_image_entries_are_refused_naming_the_entry() {
 
 #[test]
 fn a_long_name_bomb_is_refused_in_bounded_memory() {
-    // 128 MiB of GNU long name in a small gzip: the tar crate would hold it all.
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("bomb.tgz");
-    let mut gz = flate2::write::GzEncoder::new(
-        fs::File::create(&image).unwrap(),
-        flate2::Compression::fast(),
-    );
-    use std::io::Write;
-    const HUGE: u64 = 128 << 20;
-    let mut header = tar::Header::new_gnu();
-    header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
-    header.set_entry_type(tar::EntryType::GNULongName);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(HUGE);
-    header.set_cksum();
-    gz.write_all(header.as_bytes()).unwrap();
-    let chunk = vec![b'a'; 1 << 20];
-    for _ in 0..(HUGE >> 20) {
-        gz.write_all(&chunk).unwrap();
-    }
-    gz.write_all(&[0u8; 1024]).unwrap();
-    gz.finish().unwrap();
+    support::write_long_name_bomb(&image);
     let out = dir.path().join("out.tar");
     let (code, err, rss) = support::run_with_peak_rss(
         &[

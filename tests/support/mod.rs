@@ -276,6 +276,107 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The tree a build left in `work`, to read after it ended: with layers (the default), a
+/// read-only overlay of every layer there (a failed stage's on top) mounted on a temp dir for
+/// as long as this lives; after a `--no-layers` build, `work/chroot` itself.
+pub struct MergedTree {
+    path: PathBuf,
+    mounted: Option<tempfile::TempDir>,
+}
+
+impl MergedTree {
+    pub fn new(work: &Path) -> Self {
+        let layers = work.join("layers");
+        if !layers.is_dir() {
+            return Self {
+                path: work.join("chroot"),
+                mounted: None,
+            };
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() > 3 && n.as_bytes()[..2].iter().all(u8::is_ascii_digit))
+            .collect();
+        names.sort();
+        names.reverse();
+        if names.len() == 1 {
+            return Self {
+                path: layers.join(&names[0]),
+                mounted: None,
+            };
+        }
+        let target = tempfile::tempdir().unwrap();
+        let lowers: Vec<String> = names
+            .iter()
+            .map(|n| layers.join(n).display().to_string())
+            .collect();
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "ro,lowerdir={},index=off,metacopy=off,redirect_dir=off,xino=off",
+                lowers.join(":")
+            ))
+            .arg(target.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting the layers: {}",
+            text(&out.stderr)
+        );
+        Self {
+            path: target.path().to_path_buf(),
+            mounted: Some(target),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for MergedTree {
+    fn drop(&mut self) {
+        if self.mounted.is_some() {
+            let _ = Command::new("umount").arg(&self.path).status();
+        }
+    }
+}
+
+/// Writes a small gzip tar whose first entry is a GNU long name of 128 MiB: a reader that holds
+/// names whole (the tar crate) would hold all of it.
+pub fn write_long_name_bomb(path: &Path) {
+    use std::io::Write;
+    const HUGE: u64 = 128 << 20;
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(HUGE);
+    header.set_cksum();
+    gz.write_all(header.as_bytes()).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..(HUGE >> 20) {
+        gz.write_all(&chunk).unwrap();
+    }
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+}
+
 /// Runs the binary with `args` under GNU time: (exit code, stderr, its own peak RSS in KiB).
 /// A child spawned straight from the test process would report that process's peak instead
 /// (vfork shares its memory map until exec); GNU time forks from a small process.
