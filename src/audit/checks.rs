@@ -502,7 +502,7 @@ fn validate(check: &Check) -> Result<()> {
             bail!("path '{p}' must be absolute (inside the audited tree)")
         }
     };
-    let regex = |r: &str| -> Result<()> { super::eval::multiline(r).map(drop).map_err(Into::into) };
+    let regex = |r: &str| -> Result<()> { multiline(r).map(drop).map_err(Into::into) };
     match &check.check {
         Probe::File(f) => {
             absolute(&f.path)?;
@@ -583,6 +583,11 @@ fn validate(check: &Check) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// A regex in multi-line mode: `^` and `$` match at line boundaries, as grep reads a file.
+pub fn multiline(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("(?m){pattern}"))
 }
 
 #[cfg(test)]

@@ -7,12 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use regex::Regex;
-
 use super::checks::{
-    parse_mode, Check, CommandProbe, Condition, ContentProbe, FileProbe, FileType, FilesWithProbe,
-    GroupProbe, Having, Needs, PackageProbe, Probe, ServiceProbe, SshdOptionProbe, SysctlProbe,
-    TableProbe, UserProbe, Who,
+    multiline, parse_mode, Check, CommandProbe, Condition, ContentProbe, FileProbe, FileType,
+    FilesWithProbe, GroupProbe, Having, Needs, PackageProbe, Probe, ServiceProbe, SshdOptionProbe,
+    SysctlProbe, TableProbe, UserProbe, Who,
 };
 use super::tree::{kind_of, Kind, Tree};
 
@@ -65,11 +63,6 @@ pub enum Exec {
     With(PathBuf),
     /// Not at all: such checks are skipped with this reason.
     Skip(String),
-}
-
-/// A regex in multi-line mode: `^` and `$` match at line boundaries, as grep reads a file.
-pub fn multiline(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("(?m){pattern}"))
 }
 
 pub struct Evaluator<'a> {

@@ -145,7 +145,7 @@ pub fn apply(root: &Path, scratch: &Path, mutation: &Mutation) -> Result<Applied
             let meta = fs::metadata(&path)
                 .with_context(|| format!("{} does not exist", mutation.path()))?;
             let text = fs::read_to_string(&path)?;
-            let re = super::eval::multiline(pattern)?;
+            let re = super::checks::multiline(pattern)?;
             if !re.is_match(&text) {
                 bail!("{}: /{pattern}/ matches nothing", mutation.path());
             }
