@@ -55,18 +55,23 @@ impl LayerInputs {
     }
 }
 
-/// A hash of a directory's content: names, types, modes, file contents and symlink targets
-/// (not owners or times: a checkout by another user or at another time is the same stage).
-pub fn dir_content_hash(dir: &Path, hasher: &mut Sha256, label: &[u8]) -> Result<()> {
-    hasher.update(label);
-    hasher.update([0]);
+/// A directory's entry names in byte order, so a walk hashes the same way on every machine.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("listing {}", dir.display()))?;
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
+    Ok(names)
+}
+
+/// A hash of a directory's content: names, types, modes, file contents and symlink targets
+/// (not owners or times: a checkout by another user or at another time is the same stage).
+pub fn dir_content_hash(dir: &Path, hasher: &mut Sha256, label: &[u8]) -> Result<()> {
+    hasher.update(label);
+    hasher.update([0]);
+    for name in sorted_names(dir)? {
         let path = dir.join(&name);
         let meta =
             fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -157,13 +162,7 @@ pub fn stage_settings(
 /// changes a file's ctime, which nobody can set back, so an edited tree never keeps its key.
 pub fn tree_metadata(root: &Path) -> Result<String> {
     fn walk(dir: &Path, hasher: &mut Sha256, label: &[u8]) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("listing {}", dir.display()))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        for name in sorted_names(dir)? {
             let path = dir.join(&name);
             let meta = fs::symlink_metadata(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
