@@ -1669,7 +1669,7 @@ fn vagrantfile_validates() {
             !installable,
             "vagrant is not installed but can be: run scripts/install.sh (it installs Debian's vagrant package)"
         );
-        eprintln!("SKIPPED vagrantfile_validates: this host's package sources have no vagrant package (apt-cache policy vagrant: no candidate), so `vagrant validate` cannot run here");
+        support::skip("vagrantfile_validates", "this host's package sources have no vagrant package (apt-cache policy vagrant: no candidate), so `vagrant validate` cannot run here");
         return;
     }
     // In a copy, so vagrant's .vagrant/ state never lands in the checkout.

@@ -314,7 +314,10 @@ fn podman_runs_the_oci_image_and_reads_os_release_inside() {
     let state_dir = LowercaseDir::new();
     let state = state_dir.0.clone();
     if let Some(why) = podman_unavailable(&state) {
-        println!("SKIP podman_runs_the_oci_image_and_reads_os_release_inside: {why}");
+        support::skip(
+            "podman_runs_the_oci_image_and_reads_os_release_inside",
+            &why,
+        );
         return;
     }
     // podman names the image after the layout's path, and image names are lowercase.
@@ -620,12 +623,16 @@ fn docker_tarball_is_a_plain_relative_root_tar_with_the_import_command() {
             let _ = Command::new("docker").args(["rmi", "trixie:test"]).output();
             assert!(ok(&inside).contains("Debian"));
         }
-        Ok(out) => println!(
-            "SKIP docker import into a daemon: no docker daemon here (docker CLI only: {}); checked the tarball as docker import reads it instead",
-            text(&out.stderr).lines().next().unwrap_or("").trim()
+        Ok(out) => support::skip(
+            "docker import into a daemon",
+            &format!(
+                "no docker daemon here (docker CLI only: {}); checked the tarball as docker import reads it instead",
+                text(&out.stderr).lines().next().unwrap_or("").trim()
+            ),
         ),
-        Err(e) => println!(
-            "SKIP docker import into a daemon: no docker CLI ({e}); checked the tarball as docker import reads it instead"
+        Err(e) => support::skip(
+            "docker import into a daemon",
+            &format!("no docker CLI ({e}); checked the tarball as docker import reads it instead"),
         ),
     }
 }

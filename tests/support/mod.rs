@@ -350,6 +350,14 @@ impl Drop for MergedTree {
     }
 }
 
+/// Says on the test run's own stderr that a test (or part of one) could not run here, and why.
+/// Written to the descriptor, not through `println!`, which the test harness captures and
+/// hides for a passing test.
+pub fn skip(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {what}: {why}");
+}
+
 /// Writes a small gzip tar whose first entry is a GNU long name of 128 MiB: a reader that holds
 /// names whole (the tar crate) would hold all of it.
 pub fn write_long_name_bomb(path: &Path) {
