@@ -79,7 +79,8 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
             .map_err(|e| Failure::Io(crate::fsutil::io_error(e, "reading", archive)))?;
         let stream = io::Cursor::new(magic).chain(reader);
         let decoded: Box<dyn Read> = match kind {
-            Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+            // Ours inflate in parallel; any other gzip serially, on a thread of its own.
+            Some(Compression::Gzip) => Box::new(super::gzip::decoder(stream, threads())),
             Some(Compression::Zstd) => Box::new(
                 zstd::stream::read::Decoder::new(stream)
                     .map_err(|e| Failure::Io(anyhow!("zstd: {e}")))?,
@@ -130,6 +131,12 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
     } else {
         failure.into_error(archive, &left)
     })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// One clear line for an archive path that cannot be an OS image.
