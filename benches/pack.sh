@@ -32,8 +32,8 @@ declare -A seconds bytes peak
 run() {
   local name=$1 file=$2
   shift 2
-  local times=() i
-  for i in 1 2 3; do
+  local times=()
+  for _ in 1 2 3; do
     sync
     /usr/bin/time -f '%e %M' -o "$out/time" bash -c "$*" >/dev/null 2>&1
     times+=("$(cut -d' ' -f1 "$out/time")")

@@ -49,6 +49,13 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
+    /// Show and bound the build cache (bases, stage layers).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Open a shell (or run a command) in a work dir's layered tree, e.g. after a failed stage.
+    Shell(ShellArgs),
+    /// Check an OS image, a stemcell or a root directory against the hardening checks.
+    Audit(AuditArgs),
     /// Compare two package lists; bump a semver file only when a package changed (exit 0
     /// bumped, 3 nothing changed, 1 error).
     Bump(BumpArgs),
@@ -56,10 +63,108 @@ pub enum Command {
     Export(ExportArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
-    Sandbox {
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Mount an overlay of these layers before the command (all five flags together).
+    #[arg(long, requires_all = ["overlay_lower", "overlay_upper", "overlay_work", "overlay_target"])]
+    pub overlay_dir: Option<PathBuf>,
+    /// Lower layers, topmost first, comma-separated (names in --overlay-dir).
+    #[arg(long, value_delimiter = ',', requires = "overlay_dir")]
+    pub overlay_lower: Vec<String>,
+    #[arg(long, requires = "overlay_dir")]
+    pub overlay_upper: Option<String>,
+    #[arg(long, requires = "overlay_dir")]
+    pub overlay_work: Option<String>,
+    #[arg(long, requires = "overlay_dir")]
+    pub overlay_target: Option<PathBuf>,
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+impl SandboxArgs {
+    fn overlay(&self) -> Option<crate::layers::OverlayMount> {
+        Some(crate::layers::OverlayMount {
+            layers_dir: self.overlay_dir.clone()?,
+            lowers: self.overlay_lower.clone(),
+            upper: self.overlay_upper.clone()?,
+            workdir: self.overlay_work.clone()?,
+            target: self.overlay_target.clone()?,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List what the cache holds: kind, key, name, size, last use.
+    Ls(CacheDirArg),
+    /// Remove entries: beyond the N most recently used of each kind, or unused for DAYS.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheDirArg {
+    /// The cache directory.
+    #[arg(long, default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub cache: CacheDirArg,
+    /// Keep the N most recently used entries of each kind.
+    #[arg(long, value_name = "N", required_unless_present = "older_than")]
+    pub keep: Option<usize>,
+    /// Remove entries not used for more than DAYS days.
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The work dir of a layered build.
+    pub work_dir: PathBuf,
+    /// The tree after this stage (default: after the last layer there, a failed one included).
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// A command to run instead of an interactive shell.
+    #[arg(last = true)]
+    pub command: Vec<OsString>,
+}
+
+const DEFAULT_CACHE_DIR: &str = "/var/cache/stemcell-builder";
+
+/// Flags of both build commands that shape how stages run.
+#[derive(Debug, Args)]
+pub struct StageRunArgs {
+    /// Rerun from this stage (reference: resume_from). With layers: on exactly the tree it
+    /// first saw; with --no-layers: on the chroot as it stands.
+    #[arg(long, env = "resume_from")]
+    pub resume_from: Option<String>,
+    /// Stop after this stage (for debugging); no artifact is written.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// When a stage fails and stdin is a terminal, open a shell in its tree first.
+    #[arg(long)]
+    pub shell_on_failure: bool,
+    /// Run every stage in one plain directory (hosts without overlayfs); no stage layers.
+    #[arg(long)]
+    pub no_layers: bool,
+    /// Cache for bootstrapped bases and finished stage layers.
+    #[arg(long, default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Neither read nor write the cache (every stage runs).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl StageRunArgs {
+    fn cache(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| self.cache_dir.clone())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -104,18 +209,11 @@ pub struct BuildOsImageArgs {
     /// Where to write the OS image.
     #[arg(long, default_value = "os-image.tgz", overrides_with = "output")]
     pub output: PathBuf,
-    /// Rerun from this stage on the chroot as it stands (reference: resume_from).
-    #[arg(long, env = "resume_from")]
-    pub resume_from: Option<String>,
+    #[command(flatten)]
+    pub run: StageRunArgs,
     /// Extra setting for stages, KEY=VALUE (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Cache for bootstrapped bases.
-    #[arg(long, default_value = "/var/cache/stemcell-builder")]
-    pub cache_dir: PathBuf,
-    /// Do not read or write the base cache.
-    #[arg(long)]
-    pub no_cache: bool,
     /// Use this instead of bootstrapping a base: a directory, an OS image, tarball:PATH (any
     /// root tarball, e.g. from docker export) or binaries:PROG,PROG (host programs and their
     /// libraries).
@@ -281,9 +379,8 @@ pub struct BuildStemcellArgs {
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
     pub sources: Sources,
-    /// Rerun from this stage on the chroot as it stands (reference: resume_from).
-    #[arg(long, env = "resume_from")]
-    pub resume_from: Option<String>,
+    #[command(flatten)]
+    pub run: StageRunArgs,
     /// Extra setting for stages, KEY=VALUE (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -347,6 +444,59 @@ pub struct DoctorArgs {
     pub work_dir: PathBuf,
 }
 
+// --- audit ---------------------------------------------------------------------------------
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// An OS image, a stemcell tarball (warden) or a root directory.
+    pub target: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AuditFormat,
+    /// Directory holding checks/*.yml (default: the shipped assets).
+    #[arg(long, env = "STEMCELL_BUILDER_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// What a directory TARGET is (archives say it themselves).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::audit::checks::TargetKind>,
+    /// The IaaS of a stemcell directory (a stemcell tarball names its own).
+    #[arg(long)]
+    pub iaas: Option<String>,
+    /// When `command` checks run inside the tree (through chroot-exec, as root).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub commands: crate::audit::Commands,
+    /// Where archives are unpacked (a temp dir inside it, removed afterwards).
+    #[arg(long, default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AuditFormat {
+    Table,
+    Json,
+}
+
+fn audit(args: AuditArgs) -> Result<ExitCode> {
+    let assets = args.assets_dir.unwrap_or_else(|| shipped_dir("assets"));
+    let plan = crate::audit::AuditPlan {
+        target: args.target,
+        checks_dir: assets.join("checks"),
+        kind: args.kind,
+        iaas: args.iaas,
+        commands: args.commands,
+        builder: std::env::current_exe().context("locating the stemcell-builder binary")?,
+        scratch_dir: args.scratch_dir,
+    };
+    let report = crate::audit::run(&plan)?;
+    match args.format {
+        AuditFormat::Table => print!("{}", report.table()),
+        AuditFormat::Json => println!("{}", report.json()),
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+// --- end audit -----------------------------------------------------------------------------
 #[derive(Debug, Args)]
 pub struct BumpArgs {
     /// The previous OS image's .packages.txt.
@@ -399,6 +549,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (plan, packager) = os_image_build(*args)?;
             crate::pipeline::run(&plan, &packager, &Reporter::detect())?;
         }
+        Command::Cache(CacheCommand::Ls(args)) => {
+            let cache = crate::cache::Cache::new(&args.cache_dir);
+            print!("{}", crate::cache::render_list(&cache, &cache.list()?));
+        }
+        Command::Cache(CacheCommand::Prune(args)) => {
+            let cache = crate::cache::Cache::new(&args.cache.cache_dir);
+            let removed = crate::cache::prune(
+                &cache,
+                crate::cache::PrunePolicy {
+                    keep: args.keep,
+                    older_than_days: args.older_than,
+                },
+            )?;
+            let freed: u64 = removed.iter().map(|e| e.bytes).sum();
+            for entry in &removed {
+                println!("removed {} {} {}", entry.kind.name(), entry.key, entry.name);
+            }
+            println!(
+                "removed {} entries, {} freed",
+                removed.len(),
+                crate::cache::listing::human_bytes(freed)
+            );
+        }
+        Command::Shell(args) => {
+            // Before any thread: the merged tree is mounted in this process's own namespace.
+            crate::layers::enter_private_mount_namespace()?;
+            let code =
+                crate::layers::shell::run(&args.work_dir, args.stage.as_deref(), &args.command)?;
+            return Ok(exit_code(code));
+        }
         Command::ListStages(args) => {
             let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
             let collection = args
@@ -430,12 +610,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             return Ok(exit_code(code));
         }
-        Command::Sandbox { command } => {
-            let (program, rest) = command.split_first().context("sandbox needs a command")?;
+        Command::Sandbox(args) => {
+            let (program, rest) = args
+                .command
+                .split_first()
+                .context("sandbox needs a command")?;
             let mut child = std::process::Command::new(program);
             child.args(rest);
-            let code =
-                crate::sandbox::run_isolated(crate::sandbox::stage_namespaces(), || Ok(()), child)?;
+            // The stage's layer is mounted in the sandbox's own mount namespace, so it is
+            // visible to the stage and to the chroot-exec it calls, and dies with the stage.
+            let overlay = args.overlay();
+            let code = crate::sandbox::run_isolated(
+                crate::sandbox::stage_namespaces(),
+                move || overlay.map_or(Ok(()), |o| o.mount()),
+                child,
+            )?;
             return Ok(exit_code(code));
         }
         Command::Pack(args) => {
@@ -444,6 +633,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.source,
                 &args.output,
                 args.compression,
+                None,
                 &Reporter::detect(),
             )?;
             println!("{}  {}", files.sha256, files.image.display());
@@ -542,6 +732,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote {}", file.display());
             }
         }
+        Command::Audit(args) => return audit(args),
         Command::Bump(a) => {
             return crate::bump::main(&crate::bump::BumpPlan {
                 previous: a.previous,
@@ -599,20 +790,24 @@ fn os_image_build(
                 packages: def.packages.clone(),
             },
             tool: args.bootstrapper,
-            cache_dir: (!args.no_cache).then_some(args.cache_dir),
+            cache_dir: args.run.cache(),
         },
     };
     let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
         collection: args.os.collection.unwrap_or_else(|| def.collection.clone()),
-        resume_from: args.resume_from,
+        resume_from: args.run.resume_from.clone(),
         base,
         os: OsSource::Definition(def),
         arch: ArchSource::Given(arch),
         mirror: args.mirror,
         overrides: overrides(&args.set)?,
         argv: argv(),
+        layers: !args.run.no_layers,
+        cache_dir: args.run.cache(),
+        until: args.run.until.clone(),
+        shell_on_failure: args.run.shell_on_failure,
     };
     let packager = crate::os_image::OsImagePackager {
         output: args.output,
@@ -676,7 +871,7 @@ fn stemcell_build(
         work_dir,
         stages_dir,
         collection: collection.clone(),
-        resume_from: args.resume_from,
+        resume_from: args.run.resume_from.clone(),
         base,
         os: OsSource::FromTree {
             given: given_os,
@@ -688,6 +883,10 @@ fn stemcell_build(
         mirror: None,
         overrides: overrides(&args.set)?,
         argv: argv(),
+        layers: !args.run.no_layers,
+        cache_dir: args.run.cache(),
+        until: args.run.until.clone(),
+        shell_on_failure: args.run.shell_on_failure,
     };
     let packager = crate::stemcell::StemcellPackager {
         target,

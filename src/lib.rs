@@ -4,7 +4,9 @@
 //! plans that the modules below take.
 
 pub mod archive;
+pub mod audit;
 pub mod bump;
+pub mod cache;
 pub mod checksum;
 pub mod chroot;
 pub mod cli;
@@ -12,6 +14,8 @@ pub mod disk;
 pub mod doctor;
 pub mod export;
 pub mod fsutil;
+pub mod inroot;
+pub mod layers;
 pub mod os;
 pub mod os_image;
 pub mod output;
@@ -23,4 +27,3 @@ pub mod s3;
 pub mod sandbox;
 pub mod stage;
 pub mod stemcell;
-pub mod tree_read;

@@ -124,6 +124,55 @@ pub fn from_reference_env(os_name: Option<String>, os_version: Option<String>) -
     }
 }
 
+/// What the image's /etc/os-release says: (`debian`, `trixie`). Read inside the tree, as the
+/// tree itself sees it (`crate::inroot`), never through a symlink to the host's file.
+pub fn os_release(root: &Path) -> Result<(String, String)> {
+    const MAX: u64 = 64 << 10;
+    let (path, bytes) = match crate::inroot::read_if_exists(root, "etc/os-release", MAX)? {
+        Some(bytes) => ("etc/os-release", bytes),
+        None => match crate::inroot::read_if_exists(root, "usr/lib/os-release", MAX)? {
+            Some(bytes) => ("usr/lib/os-release", bytes),
+            None => bail!("the OS image has no /etc/os-release: pass --os NAME-VERSION"),
+        },
+    };
+    let fields = parse_os_release(&String::from_utf8_lossy(&bytes));
+    let field = |key: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    match (field("ID"), field("VERSION_CODENAME")) {
+        (Some(id), Some(codename)) => Ok((id, codename)),
+        _ => bail!(
+            "{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION",
+            root.join(path).display()
+        ),
+    }
+}
+
+/// `KEY=VALUE` lines of an os-release file (os-release(5)): values are shell words, quoted
+/// with `"` or `'` and escaped with `\`, so `shell-words` unquotes them; comments, blank and
+/// malformed lines are skipped.
+pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (key, value) = line.split_once('=')?;
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return None;
+            }
+            let words = shell_words::split(value).ok()?;
+            Some((key.to_string(), words.join(" ")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

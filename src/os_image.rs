@@ -56,7 +56,17 @@ impl Packager for OsImagePackager {
         _: &BuildSettings,
         reporter: &Reporter,
     ) -> Result<PathBuf> {
-        Ok(write_os_image(&workspace.chroot, &self.output, self.compression, reporter)?.image)
+        // The blocks of the last archive stay in the work dir: a rebuild that changed one
+        // stage recompresses only the blocks around its changes.
+        let blocks = workspace.work.join("archive-blocks");
+        Ok(write_os_image(
+            &workspace.chroot,
+            &self.output,
+            self.compression,
+            Some(&blocks),
+            reporter,
+        )?
+        .image)
     }
 }
 
@@ -71,16 +81,18 @@ pub struct OsImageFiles {
 /// a temporary name. The image is renamed into place first and the sidecars after it, the
 /// checksum last: a failure or SIGKILL in between leaves a new image beside an older sidecar
 /// (or none), which every reader recognises by its older mtime (`checksum::verify_sidecar`),
-/// never an old image beside a new checksum.
+/// never an old image beside a new checksum. `block_store` keeps gzip's compressed blocks for the
+/// next pack of a similar tree (it never changes the output).
 pub fn write_os_image(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<OsImageFiles> {
     // Read first: a broken or hostile dpkg database fails before anything is archived.
     let listed = crate::packages::render(&crate::packages::installed(tree)?);
-    let (image, digest, summary) = pack_pending(tree, output, compression, reporter)?;
+    let (image, digest, summary) = pack_pending(tree, output, compression, block_store, reporter)?;
     let mut packages_path = output.as_os_str().to_owned();
     packages_path.push(".packages.txt");
     let mut packages = PendingOutput::new(Path::new(&packages_path))?;
@@ -114,9 +126,10 @@ pub fn pack_tree(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<String> {
-    let (image, digest, _) = pack_pending(tree, output, compression, reporter)?;
+    let (image, digest, _) = pack_pending(tree, output, compression, block_store, reporter)?;
     image
         .commit()
         .with_context(|| format!("finishing {}", output.display()))?;
@@ -129,6 +142,7 @@ fn pack_pending(
     tree: &Path,
     output: &Path,
     compression: Compression,
+    block_store: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<(PendingOutput, String, PackSummary)> {
     refuse_output_inside(tree, output)?;
@@ -139,6 +153,7 @@ fn pack_pending(
     let started = Instant::now();
     let options = PackOptions {
         compression,
+        block_store: block_store.map(Path::to_path_buf),
         ..PackOptions::default()
     };
     let summary =
@@ -158,7 +173,18 @@ fn pack_pending(
                 output,
             )
         })?;
-    step.finish(&format!("{} entries", summary.entries), started.elapsed());
+    let reused = if summary.reused_blocks > 0 {
+        format!(
+            ", {} of {} gzip blocks reused",
+            summary.reused_blocks, summary.gzip_blocks
+        )
+    } else {
+        String::new()
+    };
+    step.finish(
+        &format!("{} entries{reused}", summary.entries),
+        started.elapsed(),
+    );
     Ok((image, checksum::finish_digest(&hasher), summary))
 }
 

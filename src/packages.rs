@@ -1,6 +1,6 @@
 //! The installed packages of a root tree, read from its dpkg database (no dpkg on the host or
 //! in the tree needed): `NAME VERSION ARCH` lines, sorted, for `NAME.packages.txt`. The
-//! database is read inside the tree ([`crate::tree_read`]): a symlink in the tree never makes
+//! database is read inside the tree ([`crate::inroot`]): a symlink in the tree never makes
 //! it read the host's, and a FIFO or a device there is refused instead of hanging or filling
 //! memory.
 
@@ -20,7 +20,7 @@ const MAX_STATUS: u64 = 64 << 20;
 
 /// The packages dpkg lists as installed in `root`; none when it has no dpkg database.
 pub fn installed(root: &Path) -> Result<Vec<InstalledPackage>> {
-    match crate::tree_read::read_in_root(root, "var/lib/dpkg/status", MAX_STATUS)? {
+    match crate::inroot::read_if_exists(root, "var/lib/dpkg/status", MAX_STATUS)? {
         Some(bytes) => Ok(parse_status(&String::from_utf8_lossy(&bytes))),
         None => Ok(vec![]),
     }

@@ -90,14 +90,25 @@ fn the_second_build_of_the_day_starts_from_the_cache() {
     let cached: Vec<_> = fs::read_dir(cache.join("base"))
         .unwrap()
         .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .collect();
     assert_eq!(cached.len(), 1, "one cached base");
-    assert!(cached[0]
+    let name = cached[0]
         .file_name()
+        .unwrap()
         .to_string_lossy()
-        .starts_with("trixie-"));
+        .into_owned();
+    assert!(name.starts_with("trixie-"), "{name}");
+    let record = cache.join("base").join(name.replace(".tar.zst", ".json"));
+    assert!(
+        fs::read_to_string(&record).unwrap().contains("\"sha256\""),
+        "the cached base has its checksum record"
+    );
 
-    let second = build(&f, &assets, &["--cache-dir", cache_arg]);
+    // Without layers the stage runs again, on the base restored from the cache (with layers,
+    // the same work dir would keep its base layer and its stage's layer).
+    let second = build(&f, &assets, &["--cache-dir", cache_arg, "--no-layers"]);
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert!(
         text(&second.stdout).contains("ok (cache)"),

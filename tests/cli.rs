@@ -181,7 +181,14 @@ fn ctrl_c_mid_stage_stops_cleanly_with_nothing_left() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(20, || f.chroot().join("inside").exists()));
+    assert!(eventually(20, || f
+        .layer("01-hang")
+        .join("inside")
+        .exists()));
+    assert!(
+        mounts_below(&f.work().canonicalize().unwrap()).is_empty(),
+        "the stage's overlay is not in the host's mount table"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(builder.id() as i32),
         nix::sys::signal::Signal::SIGINT,

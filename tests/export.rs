@@ -878,3 +878,49 @@ fn hostile_os_image_entries_are_refused_naming_the_entry() {
         assert!(text(&result.stderr).contains("refusing to export"));
     }
 }
+
+#[test]
+fn a_long_name_bomb_is_refused_in_bounded_memory() {
+    // 128 MiB of GNU long name in a small gzip: the tar crate would hold it all.
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("bomb.tgz");
+    let mut gz = flate2::write::GzEncoder::new(
+        fs::File::create(&image).unwrap(),
+        flate2::Compression::fast(),
+    );
+    use std::io::Write;
+    const HUGE: u64 = 128 << 20;
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(HUGE);
+    header.set_cksum();
+    gz.write_all(header.as_bytes()).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..(HUGE >> 20) {
+        gz.write_all(&chunk).unwrap();
+    }
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+    let out = dir.path().join("out.tar");
+    let (code, err, rss) = support::run_with_peak_rss(
+        &[
+            "export".as_ref(),
+            "--format".as_ref(),
+            "docker".as_ref(),
+            image.as_os_str(),
+            out.as_os_str(),
+        ],
+        dir.path(),
+    );
+    assert_ne!(code, 0);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("over 4096 bytes"), "{err}");
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
+    assert!(!out.exists(), "nothing under the output name");
+}

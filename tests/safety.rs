@@ -102,7 +102,8 @@ fn a_base_inside_the_work_dir_is_refused_before_anything_is_deleted() {
     let out = f.build(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let chroot = f.chroot();
-    assert!(chroot.join("built").exists());
+    let built = f.layer("01-one").join("built");
+    assert!(built.exists());
 
     let with_base = |base: &Path| {
         let mut cmd = std::process::Command::new(support::bin());
@@ -118,11 +119,12 @@ fn a_base_inside_the_work_dir_is_refused_before_anything_is_deleted() {
         cmd.output().unwrap()
     };
     refused(&with_base(&chroot), "overlaps the work dir");
-    assert!(chroot.join("built").exists(), "the chroot was not deleted");
-    assert!(chroot.join("bin/busybox").exists());
+    refused(&with_base(&f.layer("00-base")), "overlaps the work dir");
+    assert!(built.exists(), "the layers were not deleted");
+    assert!(f.layer("00-base").join("bin/busybox").exists());
     refused(&with_base(&f.work()), "overlaps the work dir");
     refused(&with_base(Path::new("/")), "host's root");
-    assert!(chroot.join("built").exists(), "the chroot was not deleted");
+    assert!(built.exists(), "the layers were not deleted");
 }
 
 #[test]
@@ -266,4 +268,71 @@ fn a_secret_setting_is_in_no_log_no_console_and_only_in_private_files() {
         "{logs}"
     );
     assert!(logs.contains("config sees ***"), "{logs}");
+}
+
+#[test]
+fn a_stemcell_never_ships_a_host_file_its_image_links_to() {
+    let f = Fixture::new();
+    let host_file = f.path().join("host-only");
+    fs::write(&host_file, "HOST-ONLY-CONTENT\n").unwrap();
+    // A hostile OS image: its dev-tools list is a link to a file of the build host.
+    let etc = f.base().join("var/vcap/bosh/etc");
+    fs::create_dir_all(&etc).unwrap();
+    std::os::unix::fs::symlink(&host_file, etc.join("dev_tools_file_list")).unwrap();
+    let image = f.path().join("hostile.tgz");
+    let out = std::process::Command::new(support::bin())
+        .arg("pack")
+        .arg(f.base())
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    fs::write(
+        f.stages().join("collections.yml"),
+        "collections:\n  stemcell-warden: [noop]\n",
+    )
+    .unwrap();
+    f.stage("noop", "true");
+    let agent = f.path().join("bosh-agent");
+    fs::write(&agent, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "build-stemcell",
+            "--iaas",
+            "warden",
+            "--version",
+            "1",
+            "--os",
+            "debian-trixie",
+        ])
+        .arg("--os-image")
+        .arg(&image)
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--stages-dir")
+        .arg(f.stages())
+        .arg("--work-dir")
+        .arg(f.work())
+        .arg("--output-dir")
+        .arg(f.out_dir())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the list resolves inside the tree, where there is none"
+    );
+    assert!(err.contains("dev_tools_file_list is missing"), "{err}");
+    assert_eq!(
+        fs::read_dir(f.out_dir()).unwrap().count(),
+        0,
+        "no stemcell written"
+    );
+    let staged = f.work().join("stemcell/dev_tools_file_list.txt");
+    assert!(
+        !fs::read_to_string(&staged).is_ok_and(|t| t.contains("HOST-ONLY")),
+        "the host's file was copied into the stemcell's staging"
+    );
 }

@@ -171,7 +171,7 @@ fn resume_from_skips_earlier_stages_and_keeps_the_chroot() {
         fs::read_to_string(f.work().join("ran")).unwrap(),
         "one\ntwo\ntwo\nthree\n"
     );
-    assert!(f.chroot().join("from-one").exists());
+    assert!(f.layer("01-one").join("from-one").exists());
     assert!(text(&out.stdout).contains("skipped (resume)"));
 
     // The reference builder's environment name works too.

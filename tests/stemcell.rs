@@ -2,6 +2,16 @@
 //! the openstack qcow2 booted in qemu (no KVM, serial console) to multi-user, the manifest and
 //! member order, SBOMs checked by the ecosystem's validators, inspect on good and broken
 //! stemcells, an OS image from S3, and the input errors.
+//!
+//! The openstack stemcell is built with one test-only stage more, `test_boot_probe` (written
+//! below, never in the repository's stages): a oneshot unit that, at boot, does what the agent
+//! does first (its log disk mounted on /var/log, here a bind mount of /var/log onto itself,
+//! which releases rsyslog's wait), then logs a line, runs logrotate as cron would, logs another
+//! and prints on the serial console whether the second line reached the new /var/log/syslog;
+//! then it says when multi-user.target is active (systemd stops printing its own status there
+//! once the serial getty holds the console, which under emulation can come first).
+//! The one boot checks multi-user and log rotation together. The unit changes nothing else;
+//! the other tests read that stemcell's manifest, members and SBOMs, which it does not affect.
 
 mod support;
 
@@ -69,7 +79,18 @@ fn built() -> &'static Built {
         let image = image.to_str().unwrap();
         let out = build_stemcell(&dir, image, "warden", &[]);
         assert!(out.status.success(), "warden: {}", text(&out.stderr));
-        let out = build_stemcell(&dir, image, "openstack", &["--hypervisor", "kvm"]);
+        let stages = stages_with_boot_probe(&dir);
+        let out = build_stemcell(
+            &dir,
+            image,
+            "openstack",
+            &[
+                "--hypervisor",
+                "kvm",
+                "--stages-dir",
+                stages.to_str().unwrap(),
+            ],
+        );
         assert!(out.status.success(), "openstack: {}", text(&out.stderr));
         Built {
             warden: dir
@@ -80,6 +101,85 @@ fn built() -> &'static Built {
         }
     })
 }
+
+/// The repository's stages (linked) plus `test_boot_probe`, run just before `image_disk`.
+fn stages_with_boot_probe(dir: &Path) -> PathBuf {
+    let stages = dir.join("stages-with-boot-probe");
+    fs::create_dir_all(&stages).unwrap();
+    let real = support::repo().join("stages");
+    for entry in fs::read_dir(&real).unwrap().flatten() {
+        if entry.file_name() != "collections.yml" {
+            std::os::unix::fs::symlink(entry.path(), stages.join(entry.file_name())).unwrap();
+        }
+    }
+    let collections = fs::read_to_string(real.join("collections.yml")).unwrap();
+    let probed = collections.replacen(
+        "    - image_disk\n",
+        "    - test_boot_probe\n    - image_disk\n",
+        1,
+    );
+    assert_ne!(probed, collections, "collections.yml lists image_disk");
+    fs::write(stages.join("collections.yml"), probed).unwrap();
+    let probe = stages.join("test_boot_probe");
+    fs::create_dir(&probe).unwrap();
+    let apply = probe.join("apply.sh");
+    fs::write(&apply, BOOT_PROBE_STAGE).unwrap();
+    fs::set_permissions(&apply, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    stages
+}
+
+const BOOT_PROBE_STAGE: &str = r#"#!/usr/bin/env bash
+source "$(dirname "$0")/../lib/prelude_apply.bash"
+# Test-only (tests/stemcell.rs): at boot, check that rsyslog writes to the new file after
+# logrotate rotated it, and say so on the console.
+write_file /usr/local/sbin/rotation-probe 0755 <<'PROBE'
+#!/bin/sh
+say() { echo "ROTATION-PROBE: $*"; }
+# What the agent does first: its log disk on /var/log (rsyslog waits for that mount).
+mountpoint -q /var/log || mount --bind /var/log /var/log
+i=0
+until systemctl is-active -q rsyslog.service; do
+  i=$((i + 1)); [ "$i" -le 120 ] || { say "FAIL rsyslog did not start"; exit 1; }; sleep 1
+done
+wait_for() { # wait_for TEXT FILE
+  i=0
+  until grep -q "$1" "$2" 2>/dev/null; do
+    i=$((i + 1)); [ "$i" -le 30 ] || return 1; sleep 1
+  done
+}
+logger -t probe "before-rotation-$$"
+wait_for "before-rotation-$$" /var/log/syslog || { say "FAIL the first line never reached /var/log/syslog"; exit 1; }
+logrotate -f /etc/logrotate.conf || say "logrotate exited $?"
+logger -t probe "after-rotation-$$"
+if wait_for "after-rotation-$$" /var/log/syslog; then
+  if grep -q "after-rotation-$$" /var/log/syslog.1; then say "FAIL the line went to the rotated file too"; exit 1; fi
+  grep -q "before-rotation-$$" /var/log/syslog.1 || { say "FAIL /var/log/syslog was not rotated"; exit 1; }
+  say "PASS the line logged after rotation is in the new /var/log/syslog"
+else
+  say "FAIL the line logged after rotation is not in the new /var/log/syslog ($(grep -l "after-rotation-$$" /var/log/syslog* 2>/dev/null | tr '\n' ' '))"
+fi
+# systemd stops printing its status on the console once the serial getty holds it, which may
+# be before multi-user.target is reached: say it here.
+i=0
+until systemctl is-active -q multi-user.target; do
+  i=$((i + 1)); [ "$i" -le 240 ] || { echo "BOOT-PROBE: multi-user.target not reached"; exit 1; }; sleep 1
+done
+echo "BOOT-PROBE: multi-user.target reached"
+PROBE
+write_file /etc/systemd/system/rotation-probe.service 0644 <<'UNIT'
+[Unit]
+Description=test: rsyslog keeps logging after logrotate
+[Service]
+# simple, not oneshot: multi-user.target must not wait for the probe, or it is reached after
+# the serial getty took the console and systemd no longer prints it there.
+Type=simple
+ExecStart=/usr/local/sbin/rotation-probe
+StandardOutput=journal+console
+[Install]
+WantedBy=multi-user.target
+UNIT
+run_in_chroot "$chroot" 'systemctl enable rotation-probe.service'
+"#;
 
 /// Extracts one member of a stemcell into `dir`.
 fn member(stemcell: &Path, name: &str, dir: &Path) -> PathBuf {
@@ -258,6 +358,32 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
     );
 }
 
+#[test]
+fn warden_stemcell_passes_the_audit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(support::bin())
+        .arg("audit")
+        .arg(&built().warden)
+        .args(["--format", "json", "--scratch-dir"])
+        .arg(scratch.path())
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", text(&out.stderr)));
+    assert_eq!(report["kind"], "stemcell");
+    assert_eq!(report["iaas"], "warden");
+    let not_passing: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| format!("{} {}: {}", r["status"], r["id"], r["detail"]))
+        .collect();
+    assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
+    assert!(out.status.success());
+}
+
 trait ModeExt {
     fn mode_is_executable(&self) -> bool;
 }
@@ -334,7 +460,7 @@ fn sboms_pass_the_ecosystem_validators() {
 }
 
 #[test]
-fn openstack_qcow2_boots_to_multi_user_in_qemu() {
+fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let image = member(&built().openstack, "image", dir.path());
     let out = Command::new("tar")
@@ -379,18 +505,18 @@ fn openstack_qcow2_boots_to_multi_user_in_qemu() {
         .unwrap();
     // Software emulation only: allow generous time, but bounded.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut booted = false;
+    let (mut booted, mut probed) = (false, false);
     while Instant::now() < deadline {
         let mut seen = String::new();
         fs::File::open(&console)
             .unwrap()
             .read_to_string(&mut seen)
             .ok();
-        if seen.contains("Reached target")
-            && seen.contains("Multi-User System")
-            && seen.contains("login:")
-        {
-            booted = true;
+        let multi_user = (seen.contains("Reached target") && seen.contains("Multi-User System"))
+            || seen.contains("BOOT-PROBE: multi-user.target reached");
+        booted = multi_user && seen.contains("login:");
+        probed = seen.contains("ROTATION-PROBE: PASS") || seen.contains("ROTATION-PROBE: FAIL");
+        if booted && probed {
             break;
         }
         if let Ok(Some(status)) = qemu.try_wait() {
@@ -404,10 +530,25 @@ fn openstack_qcow2_boots_to_multi_user_in_qemu() {
     let _ = qemu.kill();
     let _ = qemu.wait();
     assert!(booted, "no multi-user within 300 s:\n{}", tail(&console));
+    assert!(
+        probed,
+        "the rotation probe said nothing within 300 s:\n{}",
+        tail(&console)
+    );
     let log = fs::read_to_string(&console).unwrap_or_default();
     assert!(
         log.contains("bosh-stemcell login:"),
         "the stemcell's hostname on the console"
+    );
+    // logrotate made rsyslog reopen its file: the line logged after rotation is in the new one.
+    let probe: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ROTATION-PROBE: "))
+        .collect();
+    assert!(
+        probe.iter().any(|l| l.contains("ROTATION-PROBE: PASS")),
+        "{probe:?}\n{}",
+        tail(&console)
     );
 }
 

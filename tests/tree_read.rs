@@ -5,8 +5,8 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
+use stemcell_builder::os::{os_release, parse_os_release};
 use stemcell_builder::packages;
-use stemcell_builder::stemcell::{os_release, parse_os_release};
 
 #[test]
 fn os_release_is_read_inside_the_tree_with_quotes_and_escapes() {

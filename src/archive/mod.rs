@@ -1,7 +1,7 @@
 //! OS image archives: a tar of a root tree (`./` entries) with everything a root filesystem
 //! needs preserved, compressed with block-parallel gzip (default, [`gzip`]) or multi-threaded zstd.
 
-mod entry_name;
+pub(crate) mod entry_name;
 pub mod gzip;
 pub mod members;
 pub mod pack;
@@ -11,7 +11,7 @@ pub mod unpack;
 use std::io::{self, Read};
 
 pub use pack::{pack, PackOptions, PackSummary};
-pub use unpack::{unpack, DevicePolicy, UnpackOptions};
+pub use unpack::{unpack, unpack_reader, DevicePolicy, UnpackOptions};
 
 /// Ctrl-C or SIGTERM arrived (`crate::stage::process::INTERRUPTED`) while an archive was being
 /// read or written: the work stopped, and `what` says what it was and what is left.

@@ -16,13 +16,13 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use tar::{Builder, EntryType, Header};
 
 use super::entry_name::{append_pax, set_link, set_name};
-use super::gzip::BlockGzipWriter;
+use super::gzip::{BlockGzipWriter, BlockStats, BlockStore};
 use super::Compression;
 
 /// libdeflate level 6: gzip's and pigz's default level number; at it libdeflate writes smaller
@@ -38,6 +38,9 @@ pub struct PackOptions {
     /// libdeflate's gzip level (see [`DEFAULT_GZIP_LEVEL`]).
     pub gzip_level: u32,
     pub zstd_level: i32,
+    /// gzip only: keep the compressed blocks here and reuse those of the previous pack
+    /// (`gzip::BlockStore`); the output bytes are the same with or without it.
+    pub block_store: Option<PathBuf>,
 }
 
 impl Default for PackOptions {
@@ -50,6 +53,7 @@ impl Default for PackOptions {
                 .unwrap_or(2),
             gzip_level: DEFAULT_GZIP_LEVEL,
             zstd_level: 3,
+            block_store: None,
         }
     }
 }
@@ -60,6 +64,9 @@ pub struct PackSummary {
     pub data_bytes: u64,
     /// Sockets cannot live in a tar; they are recreated by whatever owns them at run time.
     pub skipped_sockets: u64,
+    /// gzip: blocks compressed in all, and how many of them were reused from the block store.
+    pub gzip_blocks: u64,
+    pub reused_blocks: u64,
 }
 
 /// Packs `root` into `out`. `progress` is called with the file bytes archived so far.
@@ -87,12 +94,15 @@ pub fn pack<W: Write + Send + 'static>(
     let result = (|| -> Result<PackSummary> {
         walker.entry(root, b"./", &root_meta)?;
         walker.dir(root, b"./".to_vec())?;
-        let summary = walker.summary.clone();
+        let mut summary = walker.summary.clone();
         check_interrupt(root)?;
         let compressor = std::mem::replace(&mut walker.builder, Builder::new(Compressor::Closed))
             .into_inner()
             .context("finishing the tar stream")?;
-        compressor.finish()?;
+        if let Some(stats) = compressor.finish()? {
+            summary.gzip_blocks = stats.blocks;
+            summary.reused_blocks = stats.reused;
+        }
         Ok(summary)
     })();
     // Whatever failed, an interrupt is the reason to report: the error it caused is noise.
@@ -297,10 +307,17 @@ enum Compressor<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> Compressor<W> {
     fn new(out: W, options: &PackOptions) -> Result<Self> {
         Ok(match options.compression {
-            Compression::Gzip => Compressor::Gzip(
-                BlockGzipWriter::new(out, options.gzip_level, options.threads)
-                    .map_err(|e| anyhow!("starting the gzip compressor: {e}"))?,
-            ),
+            Compression::Gzip => {
+                let store = options.block_store.as_deref().map(BlockStore::new);
+                let writer = BlockGzipWriter::new(
+                    out,
+                    options.gzip_level,
+                    options.threads.max(1),
+                    store.as_ref(),
+                )
+                .map_err(|e| gzip_error(e, "starting the gzip stream"))?;
+                Compressor::Gzip(writer)
+            }
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, options.zstd_level)?;
                 encoder.multithread(options.threads.max(1) as u32)?;
@@ -309,20 +326,20 @@ impl<W: Write + Send + 'static> Compressor<W> {
         })
     }
 
-    fn finish(self) -> Result<()> {
+    fn finish(self) -> Result<Option<BlockStats>> {
         match self {
             Compressor::Gzip(w) => w
                 .finish()
-                .map(drop)
+                .map(|(_, stats)| Some(stats))
                 .map_err(|e| gzip_error(e, "finishing gzip stream")),
-            Compressor::Zstd(w) => w.finish().map(drop).context("finishing zstd stream"),
-            Compressor::Closed => Ok(()),
+            Compressor::Zstd(w) => w.finish().map(|_| None).context("finishing zstd stream"),
+            Compressor::Closed => Ok(None),
         }
     }
 }
 
 fn gzip_error(err: io::Error, what: &str) -> anyhow::Error {
-    if crate::fsutil::is_disk_full(&err) {
+    if crate::fsutil::is_disk_full(&err) || err.to_string().contains("No space left on device") {
         anyhow!("no space left on device while {what}: free some space or write elsewhere")
     } else {
         anyhow!("{what}: {err}")

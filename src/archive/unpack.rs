@@ -65,6 +65,27 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
     }
     let file = File::open(archive)
         .map_err(|e| crate::fsutil::io_error(e, "cannot open OS image", archive))?;
+    unpack_from(file, archive, target, options.devices, summary)
+}
+
+/// Unpacks an archive from an open reader (compression detected), e.g. a cache entry whose
+/// checksum the caller verified on the same file handle; `name` names it in errors.
+pub fn unpack_reader(
+    reader: impl Read + Send + 'static,
+    name: &Path,
+    target: &Path,
+    devices: DevicePolicy,
+) -> Result<UnpackSummary> {
+    unpack_from(reader, name, target, devices, UnpackSummary::default())
+}
+
+fn unpack_from(
+    file: impl Read + Send + 'static,
+    archive: &Path,
+    target: &Path,
+    devices: DevicePolicy,
+    mut summary: UnpackSummary,
+) -> Result<UnpackSummary> {
     let created = target.symlink_metadata().is_err();
     fs::create_dir_all(target).map_err(|e| crate::fsutil::io_error(e, "creating", target))?;
     let result = (|| -> Result<(), Failure> {
@@ -92,7 +113,7 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
             target,
             parent: None,
             pending: vec![],
-            devices: options.devices,
+            devices,
             skipped_devices: 0,
             buf: vec![0; 256 << 10],
             as_root: nix::unistd::geteuid().is_root(),

@@ -11,10 +11,9 @@
 //!
 //! It never unmounts anything: every mount lives in a namespace that dies with the command. It
 //! never follows the tree's symlinks on the host side: every path inside the tree is resolved
-//! with [`inroot::TreeRoot`].
+//! with [`crate::inroot::TreeRoot`].
 
 mod dev;
-pub mod inroot;
 pub mod mounts;
 mod pivot;
 pub mod policy_rc;
@@ -97,7 +96,7 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
         .envs(clean_environment(|k| std::env::var_os(k)))
         .current_dir("/");
 
-    let tree = inroot::TreeRoot::open(&root)?;
+    let tree = crate::inroot::TreeRoot::open(&root)?;
     let guard = policy_rc::install(&tree)?;
     let result = crate::sandbox::run_isolated(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 
-use super::inroot::{fd_path, FileKind, TreeRoot};
+use crate::inroot::{fd_path, FileKind, TreeRoot};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {

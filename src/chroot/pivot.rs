@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::inroot::TreeRoot;
+use crate::inroot::TreeRoot;
 
 /// Binds `root` onto itself (with what is mounted below it) so it is a mount point, which
 /// `pivot_root` needs, and marks that mount and every one below it `nodev` and `nosuid`: a

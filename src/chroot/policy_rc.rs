@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::inroot::{Entry, FileKind, TreeRoot};
+use crate::inroot::{Entry, FileKind, TreeRoot};
 
 pub const CONTENT: &str = "#!/bin/sh\n# written by stemcell-builder chroot-exec: no daemon starts in a build chroot\nexit 101\n";
 

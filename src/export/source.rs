@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tar::{Archive, EntryType};
 
+use crate::archive::members::{Member, Members, Tracked};
 use crate::archive::Compression;
 
 /// Files whose contents an export reads (relative to the root).
@@ -123,12 +124,16 @@ pub fn read_os_image(
         )
     };
     let mut symlinks: HashSet<Vec<u8>> = HashSet::new();
-    let mut archive = Archive::new(decoded);
-    for entry in archive.entries().map_err(|e| not_an_image(&e))? {
-        let mut entry = entry.map_err(|e| not_an_image(&e))?;
-        let raw = entry.path_bytes().into_owned();
+    // The bounded member reader unpack uses: a hostile image cannot make an export hold a
+    // 512 MiB name or pax header either.
+    let (tracked, state) = Tracked::new(decoded, u64::MAX);
+    let mut archive = Archive::new(tracked);
+    let members = Members::new(&mut archive, state, u64::MAX).map_err(|e| not_an_image(&e))?;
+    for member in members {
+        let mut member = member.map_err(|e| not_an_image(&e))?;
+        let raw = std::mem::take(&mut member.name);
         let rel = confine(&raw).map_err(|why| refuse(&raw, why))?;
-        let kind = match entry.header().entry_type() {
+        let kind = match member.kind {
             EntryType::Regular | EntryType::Continuous => EntryType::Regular,
             kind @ (EntryType::Directory
             | EntryType::Symlink
@@ -161,10 +166,10 @@ pub fn read_os_image(
         let link = match kind {
             EntryType::Symlink => {
                 symlinks.insert(rel.clone());
-                Some(entry.link_name_bytes().unwrap_or_default().into_owned())
+                Some(member.link.take().unwrap_or_default())
             }
             EntryType::Link => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let target = member.link.take().unwrap_or_default();
                 let target_rel = confine(&target)
                     .map_err(|why| refuse(&raw, &format!("hard-links to a path that {why}")))?;
                 if target_rel.is_empty() || !facts.names.contains(&target_rel) {
@@ -186,7 +191,8 @@ pub fn read_os_image(
             }
             _ => None,
         };
-        let item = item_of(&mut entry, rel, kind, link).map_err(|e| not_an_image(&e))?;
+        let item = item_of(&member, rel, kind, link).map_err(|e| not_an_image(&e))?;
+        let mut entry = member.entry;
         facts.entries += 1;
         facts.newest_mtime = facts.newest_mtime.max(item.mtime);
         let rel_text = String::from_utf8_lossy(&item.rel).into_owned();
@@ -227,22 +233,22 @@ pub fn read_os_image(
 }
 
 fn item_of<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
+    member: &Member<'_, R>,
     rel: Vec<u8>,
     kind: EntryType,
     link: Option<Vec<u8>>,
 ) -> io::Result<Item> {
-    let header = entry.header();
-    let mut item = Item {
+    let header = member.entry.header();
+    Ok(Item {
         rel,
         kind,
         link,
-        mode: header.mode()?,
-        uid: header.uid()?,
-        gid: header.gid()?,
-        mtime: header.mtime()?,
+        mode: member.mode,
+        uid: member.uid,
+        gid: member.gid,
+        mtime: member.mtime.max(0) as u64,
         size: if kind == EntryType::Regular {
-            entry.size()
+            member.size
         } else {
             0
         },
@@ -253,29 +259,17 @@ fn item_of<R: Read>(
             )),
             _ => None,
         },
-        pax: Vec::new(),
-    };
-    if let Some(records) = entry.pax_extensions()? {
-        for record in records {
-            let record = record?;
-            let key = String::from_utf8_lossy(record.key_bytes()).into_owned();
-            let number = || {
-                record
-                    .value()
-                    .ok()
-                    .and_then(|v| v.split('.').next()?.parse().ok())
-            };
-            match key.as_str() {
-                // The header carries these (the names are ours to write).
-                "path" | "linkpath" | "size" | "atime" | "ctime" | "uname" | "gname" => {}
-                "uid" => item.uid = number().unwrap_or(item.uid),
-                "gid" => item.gid = number().unwrap_or(item.gid),
-                "mtime" => item.mtime = number().unwrap_or(item.mtime),
-                _ => item.pax.push((key, record.value_bytes().to_vec())),
-            }
-        }
-    }
-    Ok(item)
+        pax: member
+            .xattrs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    format!("SCHILY.xattr.{}", String::from_utf8_lossy(name)),
+                    value.clone(),
+                )
+            })
+            .collect(),
+    })
 }
 
 /// A reader's error on one short line: the tar crate quotes the bytes it could not parse,

@@ -32,6 +32,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
                     out,
                     crate::archive::pack::DEFAULT_GZIP_LEVEL,
                     threads,
+                    None,
                 )
                 .context("starting the gzip compressor")?,
             ),
@@ -46,7 +47,10 @@ impl<W: Write + Send + 'static> Compressor<W> {
 
     pub fn finish(self) -> Result<W> {
         match self {
-            Compressor::Gzip(w) => w.finish().context("finishing the gzip stream"),
+            Compressor::Gzip(w) => w
+                .finish()
+                .map(|(out, _)| out)
+                .context("finishing the gzip stream"),
             Compressor::Zstd(w) => w.finish().context("finishing the zstd stream"),
             Compressor::None(mut w) => {
                 w.flush()?;

@@ -1,13 +1,12 @@
 //! Writes tar entries under names we choose (`rootfs/etc/passwd`, `./etc/passwd`), with GNU
-//! long-name records for names over 100 bytes and pax records for xattrs. The tar crate's own
-//! path setters strip a leading `./` and cannot write the root entry, so names go in raw.
-//! (src/archive has the same helpers, private to it.)
+//! long-name records for names over 100 bytes and pax records for xattrs, through the same
+//! raw-name helpers `pack` uses (the tar crate's path setters strip a leading `./`).
 
 use std::io::{self, Read, Write};
 
 use tar::{Builder, EntryType, Header};
 
-const NAME_FIELD: usize = 100;
+use crate::archive::entry_name::{append_pax, set_link, set_name};
 
 /// One entry to write: everything but the data.
 #[derive(Debug, Clone)]
@@ -38,7 +37,7 @@ impl<W: Write> TarOut<W> {
 
     pub fn append(&mut self, entry: &OutEntry, data: impl Read) -> io::Result<()> {
         if !entry.pax.is_empty() {
-            self.append_pax(&entry.name, &entry.pax)?;
+            append_pax(&mut self.builder, &entry.name, &entry.pax)?;
         }
         let mut header = Header::new_gnu();
         header.set_entry_type(entry.kind);
@@ -52,15 +51,9 @@ impl<W: Write> TarOut<W> {
             header.set_device_minor(minor)?;
         }
         if let Some(link) = &entry.link {
-            if link.len() > NAME_FIELD {
-                self.append_long(EntryType::GNULongLink, link)?;
-            }
-            fill(&mut header.as_old_mut().linkname, link);
+            set_link(&mut self.builder, &mut header, link)?;
         }
-        if entry.name.len() > NAME_FIELD {
-            self.append_long(EntryType::GNULongName, &entry.name)?;
-        }
-        fill(&mut header.as_old_mut().name, &entry.name);
+        set_name(&mut self.builder, &mut header, &entry.name)?;
         header.set_cksum();
         self.builder.append(&header, data)
     }
@@ -86,56 +79,6 @@ impl<W: Write> TarOut<W> {
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
     }
-
-    fn append_pax(&mut self, name: &[u8], records: &[(String, Vec<u8>)]) -> io::Result<()> {
-        let mut data = Vec::new();
-        for (key, value) in records {
-            let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-            let mut len = body + 1;
-            while len != body + len.to_string().len() {
-                len = body + len.to_string().len();
-            }
-            data.extend_from_slice(format!("{len} {key}=").as_bytes());
-            data.extend_from_slice(value);
-            data.push(b'\n');
-        }
-        let mut header = Header::new_ustar();
-        header.set_entry_type(EntryType::XHeader);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_size(data.len() as u64);
-        // Readers ignore this name; a stable one keeps the output stable.
-        let mut pax_name = b"PaxHeaders/".to_vec();
-        let base = name
-            .rsplit(|b| *b == b'/')
-            .find(|s| !s.is_empty())
-            .unwrap_or(b"root");
-        pax_name.extend_from_slice(&base[..base.len().min(NAME_FIELD - pax_name.len())]);
-        fill(&mut header.as_old_mut().name, &pax_name);
-        header.set_cksum();
-        self.builder.append(&header, data.as_slice())
-    }
-
-    fn append_long(&mut self, kind: EntryType, value: &[u8]) -> io::Result<()> {
-        let mut header = Header::new_gnu();
-        fill(&mut header.as_old_mut().name, b"././@LongLink");
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_entry_type(kind);
-        let mut data = value.to_vec();
-        data.push(0);
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        self.builder.append(&header, data.as_slice())
-    }
-}
-
-fn fill(field: &mut [u8], value: &[u8]) {
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
-    field[n..].fill(0);
 }
 
 #[cfg(test)]

@@ -93,9 +93,68 @@ impl BaseSource {
         }
     }
 
-    /// Puts the base into the (reset) workspace's chroot; returns the report's status.
-    pub fn provide(&self, workspace: &Workspace, reporter: &Reporter) -> Result<&'static str> {
-        let chroot = &workspace.chroot;
+    /// The base's layer key: what its content is a function of. A bootstrapped base's is its
+    /// cache key (suite, arch, packages, mirror, ..., the UTC day); an OS image's is its
+    /// sha256 (one from S3 is fetched first, when it changed); a directory's is a walk of its
+    /// metadata (`layers::key::tree_metadata`), which any write to it changes.
+    pub fn layer_key(&self, workspace: &Workspace, reporter: &Reporter) -> Result<String> {
+        Ok(match self {
+            BaseSource::Bootstrap { spec, tool, .. } => format!(
+                "base-{}",
+                spec.cache_key(Bootstrapper::choose(*tool)?, &bootstrap::utc_day())
+            ),
+            BaseSource::Tree(dir) => format!("tree-{}", crate::layers::key::tree_metadata(dir)?),
+            BaseSource::Image(image) => format!("image-{}", crate::checksum::sha256_file(image)?),
+            BaseSource::S3 { .. } => {
+                let local = self.fetch(workspace, reporter)?;
+                format!("image-{}", crate::checksum::sha256_file(&local)?)
+            }
+            BaseSource::Tarball(tarball) => {
+                format!("tarball-{}", crate::checksum::sha256_file(tarball)?)
+            }
+            BaseSource::Binaries(names) => {
+                // What the root is made of: each file copied (by path and content) and the
+                // loader's directories; a library upgraded on the host changes the key.
+                use sha2::Digest;
+                let plan = crate::rootfs::binaries::plan(names)?;
+                let mut hasher = sha2::Sha256::new();
+                for file in &plan.files {
+                    hasher.update(file.as_bytes());
+                    hasher.update([0]);
+                    hasher.update(crate::checksum::sha256_file(Path::new(file))?.as_bytes());
+                    hasher.update([0]);
+                }
+                for dir in &plan.conf_dirs {
+                    hasher.update(dir.as_bytes());
+                    hasher.update([0]);
+                }
+                format!("binaries-{}", hex::encode(hasher.finalize()))
+            }
+        })
+    }
+
+    /// An OS image in S3, downloaded into the work dir when it changed; its local path.
+    fn fetch(&self, workspace: &Workspace, reporter: &Reporter) -> Result<PathBuf> {
+        let BaseSource::S3 { url, options } = self else {
+            bail!("only an S3 base is fetched");
+        };
+        let local = workspace.private_dir("inputs")?.join("os-image.tgz");
+        let mut download =
+            crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());
+        download.if_changed = true;
+        crate::s3::download::download(&download, reporter)?;
+        Ok(local)
+    }
+
+    /// Puts the base into `target` (which must not exist: the workspace's chroot, or the base
+    /// layer); returns the report's status.
+    pub fn provide(
+        &self,
+        workspace: &Workspace,
+        target: &Path,
+        reporter: &Reporter,
+    ) -> Result<&'static str> {
+        let chroot = target;
         match self {
             BaseSource::Bootstrap {
                 spec,
@@ -120,15 +179,8 @@ impl BaseSource {
                 Ok("ok (given)")
             }
             BaseSource::Image(image) => unpack_image(image, chroot, reporter),
-            BaseSource::S3 { url, options } => {
-                let local = workspace.private_dir("inputs")?.join("os-image.tgz");
-                let mut download = crate::s3::download::DownloadPlan::new(
-                    url.clone(),
-                    local.clone(),
-                    options.clone(),
-                );
-                download.if_changed = true;
-                crate::s3::download::download(&download, reporter)?;
+            BaseSource::S3 { .. } => {
+                let local = self.fetch(workspace, reporter)?;
                 unpack_image(&local, chroot, reporter)
             }
             BaseSource::Tarball(path) => {

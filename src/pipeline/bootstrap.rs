@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, Compression, PackOptions, UnpackOptions};
+use crate::cache::{Cache, Kind, Lookup};
 use crate::progress::Reporter;
 use crate::stage::mask::Masker;
 use crate::stage::process::{run_logged, sandboxed};
@@ -144,7 +144,8 @@ pub enum BaseOrigin {
     Bootstrapped(Bootstrapper),
 }
 
-/// Fills `target` (which must not exist) with the base, from the cache when it can.
+/// Fills `target` (which must not exist) with the base, from the cache when it can. A cached
+/// base is checked against its record first; a damaged one is removed and bootstrapped again.
 pub fn provide(
     spec: &BaseSpec,
     tool: Bootstrapper,
@@ -153,21 +154,19 @@ pub fn provide(
     log: &Path,
     reporter: &Reporter,
 ) -> Result<BaseOrigin> {
-    let cached = cache_dir.map(|dir| {
-        dir.join("base")
-            .join(format!("{}.tar.zst", spec.cache_key(tool, &utc_day())))
-    });
-    if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
-        let step = reporter.step("base (cached)");
+    let key = spec.cache_key(tool, &utc_day());
+    let cache = cache_dir.map(Cache::new);
+    if let Some(cache) = &cache {
+        let step = reporter.step("base (cache)");
         let started = Instant::now();
-        archive::unpack(cached, target, &UnpackOptions::default()).with_context(|| {
-            format!(
-                "restoring the cached base {} (delete it to rebuild)",
-                cached.display()
-            )
-        })?;
-        step.finish("restored", started.elapsed());
-        return Ok(BaseOrigin::Cache(cached.clone()));
+        match cache.restore(Kind::Base, &key, target)? {
+            Lookup::Hit(_) => {
+                step.finish("restored", started.elapsed());
+                return Ok(BaseOrigin::Cache(cache.archive_path(Kind::Base, &key)));
+            }
+            Lookup::Corrupt(why) => step.finish(&format!("not used: {why}"), started.elapsed()),
+            Lookup::Missing => step.finish("not cached", started.elapsed()),
+        }
     }
     let step = reporter.step(&format!("base ({} {})", tool.name(), spec.suite));
     let started = Instant::now();
@@ -194,31 +193,20 @@ pub fn provide(
         );
     }
     step.finish("bootstrapped", started.elapsed());
-    if let Some(cached) = cached {
-        store(target, &cached, reporter)?;
+    if let Some(cache) = cache {
+        let step = reporter.step("base cache");
+        let started = Instant::now();
+        let name = format!("{} {}", spec.suite, spec.arch);
+        // A cache that cannot be written costs the next build a bootstrap, not this build.
+        match cache.store(Kind::Base, &key, &name, None, target) {
+            Ok(_) => step.finish(
+                &format!("stored {}", cache.archive_path(Kind::Base, &key).display()),
+                started.elapsed(),
+            ),
+            Err(err) => step.finish(&format!("warning: not stored: {err:#}"), started.elapsed()),
+        }
     }
     Ok(BaseOrigin::Bootstrapped(tool))
-}
-
-fn store(tree: &Path, cached: &Path, reporter: &Reporter) -> Result<()> {
-    let dir = cached.parent().expect("cache path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| crate::fsutil::io_error(e, "creating", dir))?;
-    let step = reporter.step("base cache");
-    let started = Instant::now();
-    let pending = crate::output::PendingOutput::new(cached)?;
-    let options = PackOptions {
-        compression: Compression::Zstd,
-        ..PackOptions::default()
-    };
-    archive::pack(
-        tree,
-        std::io::BufWriter::new(pending.file()?),
-        &options,
-        &mut |_| {},
-    )?;
-    pending.commit()?;
-    step.finish(&format!("stored {}", cached.display()), started.elapsed());
-    Ok(())
 }
 
 #[cfg(test)]

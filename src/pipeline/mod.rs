@@ -7,6 +7,12 @@
 //! ```
 //!
 //! Everything that can be wrong with the input is found before the work dir is touched.
+//!
+//! With layers (the default; `crate::layers`), the base is layer 0, each stage's `apply.sh`
+//! runs on an overlay mounted inside its sandbox, and the packager reads the merged tree,
+//! mounted at `WORK/chroot` in the builder's own private mount namespace (entered before any
+//! thread starts, since a threaded process cannot), so no mount ever reaches the host's
+//! namespace or outlives the builder. `--no-layers` keeps one plain directory.
 
 pub mod base_source;
 pub mod bootstrap;
@@ -17,8 +23,9 @@ pub mod workspace;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
+use crate::layers::LayerStack;
 use crate::os::OsDefinition;
 use crate::progress::Reporter;
 use crate::stage::collection::{self, Collection};
@@ -64,6 +71,14 @@ pub struct BuildPlan {
     pub overrides: Vec<Override>,
     /// The command line that started the build (argv), for the resume hint.
     pub argv: Vec<String>,
+    /// Run each stage on its own overlay layer (`--no-layers` turns this off).
+    pub layers: bool,
+    /// Where finished layers are stored and found (`--cache-dir`; None with `--no-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Stop after this stage; no artifact is written (`--until`).
+    pub until: Option<String>,
+    /// Open a shell in the failing stage's tree when stdin is a terminal.
+    pub shell_on_failure: bool,
 }
 
 /// Turns the finished tree into the artifact (an OS image, a stemcell).
@@ -77,6 +92,11 @@ pub trait Packager {
     /// Settings only this kind of build gives stages, decided by its flags. `work` is the work
     /// dir (absolute); this runs once before the work dir exists, to check `--set` early.
     fn settings(&self, work: &Path, os: &OsIdentity, settings: &mut BuildSettings) -> Result<()>;
+    /// Inputs every stage's layer key includes besides the settings: files the packager
+    /// hands stages by path (the agent binary), as (name, sha256).
+    fn layer_inputs(&self) -> Result<Vec<(String, String)>> {
+        Ok(vec![])
+    }
     /// Writes the artifact from the finished tree; returns its path.
     fn package(
         &self,
@@ -87,14 +107,37 @@ pub trait Packager {
     ) -> Result<PathBuf>;
 }
 
-pub fn run(plan: &BuildPlan, packager: &dyn Packager, reporter: &Reporter) -> Result<PathBuf> {
+/// Runs the build; returns the artifact's path, or None when `--until` stopped it early.
+pub fn run(
+    plan: &BuildPlan,
+    packager: &dyn Packager,
+    reporter: &Reporter,
+) -> Result<Option<PathBuf>> {
     // Everything that can be wrong with the input, before the work dir is touched.
     let collection = collection::load_collection(&plan.stages_dir, &plan.collection)?;
     let start_at = match &plan.resume_from {
         Some(name) => collection::position_of(&collection.stages, name)?,
         None => 0,
     };
+    let until = match &plan.until {
+        Some(name) => {
+            let until = collection::position_for(&collection.stages, name, "--until")?;
+            if until < start_at {
+                bail!(
+                    "--until {name} comes before --resume-from {}: pass a stage at or after the resume point",
+                    plan.resume_from.as_deref().unwrap_or_default()
+                );
+            }
+            Some(until)
+        }
+        None => None,
+    };
     packager.check()?;
+    let packager_inputs = if plan.layers {
+        packager.layer_inputs()?
+    } else {
+        vec![]
+    };
     workspace::check_usable(&plan.work_dir)?;
     let work = workspace::absolute(&plan.work_dir);
     if plan.resume_from.is_none() {
@@ -109,26 +152,62 @@ pub fn run(plan: &BuildPlan, packager: &dyn Packager, reporter: &Reporter) -> Re
     let mut probe = contract_settings(plan, &probe_os, "");
     packager.settings(&work, &probe_os, &mut probe)?;
     probe.apply_overrides(&plan.overrides)?;
+    if plan.layers {
+        crate::layers::enter_private_mount_namespace()?;
+    }
 
     let workspace = Workspace::open(&plan.work_dir)?;
     let mut report = Report::default();
-    let result = (|| -> Result<PathBuf> {
-        if plan.resume_from.is_some() {
-            workspace.require_base()?;
+    let result = (|| -> Result<Option<PathBuf>> {
+        let mut stack = if plan.layers {
+            let cache = plan.cache_dir.as_deref().map(crate::cache::Cache::new);
+            let mut stack = LayerStack::open(&workspace.work, cache)?;
+            stack.probe()?;
+            if plan.resume_from.is_some() {
+                stack.resume(&collection.stages, start_at)?;
+            } else {
+                let started = Instant::now();
+                workspace.reset(true)?;
+                let key = plan.base.layer_key(&workspace, reporter)?;
+                if stack.reuse_base(&key) {
+                    report.add(
+                        plan.base.step_name(),
+                        started.elapsed(),
+                        "cached (work dir)",
+                    );
+                } else {
+                    stack.clear()?;
+                    let status = plan.base.provide(&workspace, &stack.base_dir(), reporter)?;
+                    stack.base_done(&key)?;
+                    report.add(plan.base.step_name(), started.elapsed(), status);
+                }
+            }
+            crate::fsutil::create_private_dir(&workspace.chroot)?;
+            Some(stack)
         } else {
-            let started = Instant::now();
-            workspace.reset()?;
-            let status = plan.base.provide(&workspace, reporter)?;
-            workspace.mark_base_done()?;
-            report.add(plan.base.step_name(), started.elapsed(), status);
-        }
+            if plan.resume_from.is_some() {
+                workspace.require_base()?;
+            } else {
+                let started = Instant::now();
+                workspace.reset(false)?;
+                let status = plan.base.provide(&workspace, &workspace.chroot, reporter)?;
+                workspace.mark_base_done()?;
+                report.add(plan.base.step_name(), started.elapsed(), status);
+            }
+            None
+        };
         packager.prepare(&workspace, plan.resume_from.is_some())?;
 
-        let os = os_identity(&plan.os, &workspace.chroot)?;
+        // What the base says about itself (layer 0: what the stages start from).
+        let base_tree = match &stack {
+            Some(stack) => stack.base_dir(),
+            None => workspace.chroot.clone(),
+        };
+        let os = os_identity(&plan.os, &base_tree)?;
         let arch = match &plan.arch {
             ArchSource::Given(arch) => arch.clone(),
             ArchSource::FromTree { fallback } => {
-                dpkg_arch(&workspace.chroot).unwrap_or_else(|| fallback.clone())
+                dpkg_arch(&base_tree).unwrap_or_else(|| fallback.clone())
             }
         };
         let mut settings = contract_settings(plan, &os, &arch);
@@ -147,19 +226,64 @@ pub fn run(plan: &BuildPlan, packager: &dyn Packager, reporter: &Reporter) -> Re
             resume_command,
             resume_note,
             mask: Masker::new(settings.secret_values()),
+            resumed: plan.resume_from.is_some(),
+            until,
+            always_run: &collection.always_run,
+            packager_inputs,
+            shell_on_failure: plan.shell_on_failure,
         };
-        run_stages(&run, reporter, &mut report)?;
+        run_stages(&run, stack.as_mut(), reporter, &mut report)?;
+
+        if let Some(until) = until {
+            let stage = &collection.stages[until];
+            let next = match collection.stages.get(until + 1) {
+                Some(next) => {
+                    let argv = without_flag(&plan.argv, "--until");
+                    let (command, note) = self::resume_command(&argv, &settings);
+                    format!("; go on with: {command} --resume-from {}{note}", next.name)
+                }
+                None => String::new(),
+            };
+            reporter.info(&format!(
+                "stopped after stage '{}' (--until): no artifact was written{next}",
+                stage.name
+            ));
+            return Ok(None);
+        }
 
         let started = Instant::now();
+        // The packager reads the merged tree at WORK/chroot, mounted in the builder's own
+        // namespace for as long as packaging takes.
+        let merged = match &stack {
+            Some(stack) => Some(stack.mount_merged(None)?),
+            None => None,
+        };
         crate::chroot::policy_rc::remove_stale(&workspace.chroot)?;
         let output = packager.package(&workspace, &os, &settings, reporter)?;
+        drop(merged);
         report.add(packager.step_name(), started.elapsed(), "ok");
-        Ok(output)
+        Ok(Some(output))
     })();
     print!("{}", report.render());
     let output = result?;
-    println!("wrote {}", output.display());
+    if let Some(output) = &output {
+        println!("wrote {}", output.display());
+    }
     Ok(output)
+}
+
+/// `argv` without `flag VALUE` / `flag=VALUE`.
+fn without_flag(argv: &[String], flag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut iter = argv.iter();
+    while let Some(arg) = iter.next() {
+        if arg == flag {
+            iter.next();
+        } else if !arg.starts_with(&format!("{flag}=")) {
+            out.push(arg.clone());
+        }
+    }
+    out
 }
 
 /// The stage list a plan resolves to (for `list-stages`).
@@ -177,7 +301,7 @@ fn os_identity(source: &OsSource, tree: &Path) -> Result<OsIdentity> {
         OsSource::FromTree { given, assets_dir } => {
             let (name, version) = match given {
                 Some(pair) => pair.clone(),
-                None => crate::stemcell::os_release(tree)?,
+                None => crate::os::os_release(tree)?,
             };
             let definition = OsDefinition::load(assets_dir, &format!("{name}-{version}")).ok();
             Ok(OsIdentity::from_release(

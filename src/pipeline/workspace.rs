@@ -1,5 +1,6 @@
 //! The work directory of one build: locked for the build's lifetime, holding `chroot/`,
-//! `logs/`, `settings/` and a marker that the base (layer 0) is complete, which resuming needs.
+//! `layers/` (see `crate::layers`), `logs/`, `settings/` and, without layers, a marker that the
+//! base is complete, which resuming needs.
 //!
 //! A build deletes and rewrites what it keeps there, so it only ever works in a directory it
 //! made itself: a new or empty one, which it marks as its own, or one that carries that mark.
@@ -97,10 +98,14 @@ impl Workspace {
         })
     }
 
-    /// Forgets the previous build: chroot, logs, settings and the base marker.
-    pub fn reset(&self) -> Result<()> {
+    /// Forgets the previous build: chroot, logs, settings and the base marker, and the layers
+    /// unless `keep_layers` (a layered build decides itself which of them it can reuse).
+    pub fn reset(&self, keep_layers: bool) -> Result<()> {
         for dir in ["chroot", "logs", "settings"] {
             crate::fsutil::remove_tree(&self.work.join(dir))?;
+        }
+        if !keep_layers {
+            crate::fsutil::remove_tree(&self.work.join("layers"))?;
         }
         let _ = std::fs::remove_file(self.work.join(BASE_DONE));
         create_private_dir(&self.work.join("logs"))?;

@@ -18,6 +18,10 @@ struct CollectionsFile {
     /// `*_key`.
     #[serde(default)]
     secret_settings: Vec<String>,
+    /// Stages whose output lies outside the chroot (a disk image in `$disk_dir`): never taken
+    /// from the layer cache, they run on every build.
+    #[serde(default)]
+    always_run: Vec<String>,
 }
 
 /// One collection, resolved.
@@ -25,6 +29,7 @@ struct CollectionsFile {
 pub struct Collection {
     pub stages: Vec<Stage>,
     pub secret_settings: Vec<String>,
+    pub always_run: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +169,7 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Collection, Coll
     Ok(Collection {
         stages,
         secret_settings: file.secret_settings.clone(),
+        always_run: file.always_run.clone(),
     })
 }
 
@@ -183,10 +189,15 @@ fn check_executable(path: &Path, stage: &str, required: bool) -> Result<(), Coll
 
 /// The index of `name` in `stages`, or an error listing the valid names.
 pub fn position_of(stages: &[Stage], name: &str) -> anyhow::Result<usize> {
+    position_for(stages, name, "--resume-from")
+}
+
+/// `position_of` for the flag `flag` (named in the error).
+pub fn position_for(stages: &[Stage], name: &str, flag: &str) -> anyhow::Result<usize> {
     stages.iter().position(|s| s.name == name).ok_or_else(|| {
         let valid: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
         anyhow::anyhow!(
-            "unknown stage '{name}' for --resume-from: valid stages are {}",
+            "unknown stage '{name}' for {flag}: valid stages are {}",
             valid.join(", ")
         )
     })

@@ -48,9 +48,23 @@ pub struct Outcome {
 
 /// `program args…` wrapped in the hidden `sandbox` subcommand of this binary.
 pub fn sandboxed(program: &Path, args: &[&std::ffi::OsStr]) -> Result<Command> {
+    sandboxed_with(program, args, &[])
+}
+
+/// `sandboxed`, with options for the sandbox itself (e.g. the overlay it mounts first).
+pub fn sandboxed_with(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    sandbox_options: &[std::ffi::OsString],
+) -> Result<Command> {
     let exe = std::env::current_exe().context("locating the stemcell-builder binary")?;
     let mut command = Command::new(exe);
-    command.arg("sandbox").arg("--").arg(program).args(args);
+    command
+        .arg("sandbox")
+        .args(sandbox_options)
+        .arg("--")
+        .arg(program)
+        .args(args);
     crate::sandbox::die_with_parent(&mut command);
     Ok(command)
 }

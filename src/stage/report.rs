@@ -5,12 +5,12 @@ use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct Report {
-    rows: Vec<(String, Duration, &'static str)>,
+    rows: Vec<(String, Duration, String)>,
 }
 
 impl Report {
-    pub fn add(&mut self, step: impl Into<String>, elapsed: Duration, status: &'static str) {
-        self.rows.push((step.into(), elapsed, status));
+    pub fn add(&mut self, step: impl Into<String>, elapsed: Duration, status: impl Into<String>) {
+        self.rows.push((step.into(), elapsed, status.into()));
     }
 
     pub fn render(&self) -> String {

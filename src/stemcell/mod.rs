@@ -141,6 +141,14 @@ impl Packager for StemcellPackager {
         Ok(())
     }
 
+    fn layer_inputs(&self) -> Result<Vec<(String, String)>> {
+        // Stages get the agent by path (`agent_binary`): its content is what they install.
+        Ok(vec![(
+            "agent".into(),
+            crate::checksum::sha256_file(&self.agent)?,
+        )])
+    }
+
     fn package(
         &self,
         workspace: &Workspace,
@@ -151,55 +159,6 @@ impl Packager for StemcellPackager {
         let arch = settings.get("arch").unwrap_or_default();
         package(self, workspace, &os.os_name, &os.os_version, arch, reporter)
     }
-}
-
-/// What the image's /etc/os-release says: (`debian`, `trixie`). Read inside the tree, as the
-/// tree itself sees it (`crate::tree_read`), never through a symlink to the host's file.
-pub fn os_release(root: &Path) -> Result<(String, String)> {
-    const MAX: u64 = 64 << 10;
-    let (path, bytes) = match crate::tree_read::read_in_root(root, "etc/os-release", MAX)? {
-        Some(bytes) => ("etc/os-release", bytes),
-        None => match crate::tree_read::read_in_root(root, "usr/lib/os-release", MAX)? {
-            Some(bytes) => ("usr/lib/os-release", bytes),
-            None => bail!("the OS image has no /etc/os-release: pass --os NAME-VERSION"),
-        },
-    };
-    let fields = parse_os_release(&String::from_utf8_lossy(&bytes));
-    let field = |key: &str| {
-        fields
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
-    match (field("ID"), field("VERSION_CODENAME")) {
-        (Some(id), Some(codename)) => Ok((id, codename)),
-        _ => bail!(
-            "{} names no ID and VERSION_CODENAME: pass --os NAME-VERSION",
-            root.join(path).display()
-        ),
-    }
-}
-
-/// `KEY=VALUE` lines of an os-release file (os-release(5)): values are shell words, quoted
-/// with `"` or `'` and escaped with `\`, so `shell-words` unquotes them; comments, blank and
-/// malformed lines are skipped.
-pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.starts_with('#') {
-                return None;
-            }
-            let (key, value) = line.split_once('=')?;
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return None;
-            }
-            let words = shell_words::split(value).ok()?;
-            Some((key.to_string(), words.join(" ")))
-        })
-        .collect()
 }
 
 /// The `image` member and everything around it, then the tarball.
@@ -220,7 +179,8 @@ fn package(
     let image = staging.join("image");
     let disk_mib = match plan.format.disk() {
         None => {
-            crate::os_image::pack_tree(chroot, &image, Compression::Gzip, reporter)?;
+            let blocks = workspace.work.join("image-blocks");
+            crate::os_image::pack_tree(chroot, &image, Compression::Gzip, Some(&blocks), reporter)?;
             crate::fsutil::disk_usage_mib(chroot).unwrap_or(0)
         }
         Some(disk) => {
@@ -262,14 +222,15 @@ fn package(
         staging.join("packages.txt"),
         crate::packages::render(&packages),
     )?;
-    let dev_tools = chroot.join("var/vcap/bosh/etc/dev_tools_file_list");
-    if !dev_tools.exists() {
+    // Read inside the tree: an image whose list links to a host file must not ship that file.
+    const DEV_TOOLS: &str = "var/vcap/bosh/etc/dev_tools_file_list";
+    let Some(dev_tools) = crate::inroot::read_if_exists(chroot, DEV_TOOLS, 16 << 20)? else {
         bail!(
-            "{} is missing: the dev_tools_config stage must run before packaging",
-            dev_tools.display()
+            "/{DEV_TOOLS} is missing from {}: the dev_tools_config stage must run before packaging",
+            chroot.display()
         );
-    }
-    std::fs::copy(&dev_tools, staging.join("dev_tools_file_list.txt"))?;
+    };
+    std::fs::write(staging.join("dev_tools_file_list.txt"), dev_tools)?;
 
     let name = StemcellManifest::name_for(
         plan.target.iaas,

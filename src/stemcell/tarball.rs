@@ -30,6 +30,7 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
         BufWriter::with_capacity(1 << 20, pending.file()?),
         crate::archive::pack::DEFAULT_GZIP_LEVEL,
         threads,
+        None,
     )
     .context("starting the gzip compressor")?;
     let mut tar = tar::Builder::new(gzip);

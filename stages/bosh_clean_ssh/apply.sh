@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
-# No two VMs may share host keys: the image carries none, and sshd makes its own on first start.
+# No two VMs may share host keys: the stemcell carries none, and sshd makes its own on first
+# start (the drop-in base_ssh installs; installed again for OS images built without it).
 
-rm -f "$chroot"/etc/ssh/ssh_host_*
-mkdir -p "$chroot/etc/systemd/system/ssh.service.d"
-cat >"$chroot/etc/systemd/system/ssh.service.d/10-host-keys.conf" <<'UNIT'
-# installed by bosh_clean_ssh: host keys are made on the VM, before sshd checks its config.
-[Service]
-ExecStartPre=
-ExecStartPre=/usr/bin/ssh-keygen -A
-ExecStartPre=/usr/sbin/sshd -t
-UNIT
+run_in_chroot "$chroot" 'if [ -d /etc/ssh ] && [ ! -L /etc/ssh ]; then rm -f /etc/ssh/ssh_host_*; fi'
+install_file "$assets_dir/10-host-keys.conf" /etc/systemd/system/ssh.service.d/10-host-keys.conf 0644

@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
 # The BOSH agent (--agent) at /var/vcap/bosh/bin/bosh-agent, supervised by runit, with the
 # directories it owns, logrotate for what monit and the jobs write, and monit ready for it.
 
 assert_file agent_binary
-bosh=$chroot/var/vcap/bosh
-[ -f "$bosh/etc/monitrc" ] || fail "the OS image has no /var/vcap/bosh/etc/monitrc: build it with the bosh_monit stage"
-mkdir -p "$bosh/bin" "$bosh/log" "$chroot/var/vcap/data" "$chroot/var/vcap/store" "$chroot/var/vcap/sys/log" \
-  "$chroot/var/vcap/jobs" "$chroot/var/vcap/packages" "$chroot/var/vcap/monit/job"
-install -m 0755 -o root -g root "$agent_binary" "$bosh/bin/bosh-agent"
-
-sv=$chroot/etc/sv/bosh-agent
-mkdir -p "$sv/log"
-install -m 0755 "$assets_dir/run" "$sv/run"
-install -m 0755 "$assets_dir/log-run" "$sv/log/run"
-# /etc/service is an absolute link inside the image: make the service link from inside.
+run_in_chroot "$chroot" '
+  [ -f /var/vcap/bosh/etc/monitrc ] || { echo "the OS image has no /var/vcap/bosh/etc/monitrc: build it with the bosh_monit stage" >&2; exit 1; }
+  mkdir -p /var/vcap/bosh/bin /var/vcap/bosh/log /var/vcap/data /var/vcap/store /var/vcap/sys/log \
+    /var/vcap/jobs /var/vcap/packages /var/vcap/monit/job /etc/sv/bosh-agent/log
+  chmod 0700 /var/vcap/bosh/etc/monitrc
+'
+install_file "$agent_binary" /var/vcap/bosh/bin/bosh-agent 0755
+install_file "$assets_dir/run" /etc/sv/bosh-agent/run 0755
+install_file "$assets_dir/log-run" /etc/sv/bosh-agent/log/run 0755
+install_file "$assets_dir/logrotate" /etc/logrotate.d/bosh-agent 0644
 run_in_chroot "$chroot" 'ln -sfn /etc/sv/bosh-agent /etc/service/bosh-agent'
-install -m 0644 "$assets_dir/logrotate" "$chroot/etc/logrotate.d/bosh-agent"
-chmod 0700 "$bosh/etc/monitrc"

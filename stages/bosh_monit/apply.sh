@@ -1,43 +1,25 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
 # monit and runit from the distribution, laid out where the BOSH agent expects them: the agent
 # supervises monit through runit, so neither package's own service starts at boot.
+#
+# Debian ships no unit that runs runsvdir under systemd: runit.service is ours, where the
+# reference puts it (/lib/systemd/system, reached through the merged /usr), running
+# /usr/sbin/runsvdir-start as the reference's does.
 
 pkg_mgr install monit runit
-mkdir -p "$chroot/var/vcap/bosh/bin" "$chroot/var/vcap/bosh/etc" "$chroot/var/vcap/monit/job"
-# runit supervises what /etc/service holds (Debian may ship it as a link into /etc/runit).
-[ -e "$chroot/etc/service" ] || [ -L "$chroot/etc/service" ] || mkdir -p "$chroot/etc/service"
-ln -sfn /usr/bin/monit "$chroot/var/vcap/bosh/bin/monit"
-cat >"$chroot/var/vcap/bosh/etc/monitrc" <<'MONITRC'
-# monit for BOSH jobs; the agent talks to it on localhost:2822 (credentials are the agent's).
-set daemon 10
-set logfile /var/vcap/monit/monit.log
-set httpd port 2822 and use address 127.0.0.1
-  allow 127.0.0.1
-include /var/vcap/monit/*.monitrc
-include /var/vcap/monit/job/*.monitrc
-MONITRC
-chmod 0700 "$chroot/var/vcap/bosh/etc/monitrc"
-# Debian stopped shipping a unit that runs runsvdir under systemd (runit-systemd); BOSH needs
-# one: the agent's own service lives in /etc/service.
-if [ ! -e "$chroot/usr/lib/systemd/system/runit.service" ] && [ ! -e "$chroot/lib/systemd/system/runit.service" ]; then
-  cat >"$chroot/etc/systemd/system/runit.service" <<'UNIT'
-# installed by bosh_monit: runit supervises the BOSH agent (and monit, through the agent)
-[Unit]
-Description=runit service supervision for BOSH
-After=network.target
-
-[Service]
-ExecStart=/usr/bin/runsvdir -P /etc/service
-Restart=always
-KillMode=process
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-fi
+install_file "$assets_dir/monitrc" /var/vcap/bosh/etc/monitrc 0700
+install_file "$assets_dir/runsvdir-start" /usr/sbin/runsvdir-start 0750
+install_file "$assets_dir/runit.service" /usr/lib/systemd/system/runit.service 0644
 run_in_chroot "$chroot" '
-  if [ -e /lib/systemd/system/monit.service ] || [ -e /usr/lib/systemd/system/monit.service ]; then
+  mkdir -p /var/vcap/bosh/bin /var/vcap/monit/job
+  # monit refuses to start without an include file present.
+  touch /var/vcap/monit/empty.monitrc
+  ln -sfn /usr/bin/monit /var/vcap/bosh/bin/monit
+  # runit supervises what /etc/service holds (Debian may ship it as a link into /etc/runit).
+  [ -e /etc/service ] || [ -L /etc/service ] || mkdir -p /etc/service
+  if [ -e /usr/lib/systemd/system/monit.service ] || [ -e /lib/systemd/system/monit.service ]; then
     systemctl disable monit.service
   fi
   systemctl enable runit.service

@@ -1,35 +1,80 @@
+# shellcheck shell=bash
 # Functions every stage script gets (sourced by prelude_apply.bash and prelude_config.bash).
 # The builder exports: work, chroot, assets_dir, settings_file, base_dir, lib_dir, stage_name,
 # stemcell_builder (its own binary), and every build setting (os_name, os_version, arch, ...).
+#
+# A stage runs on the host, but the tree it changes may come from someone else (build-stemcell
+# unpacks OS images from S3): any directory of it may be a symlink to a host path. So a stage
+# never writes, edits or deletes through "$chroot/..." on the host side: it does so inside the
+# tree, with run_in_chroot or the helpers below (write_file, install_file, set_config_option),
+# where every path resolves inside the tree.
 
 fail() {
   printf '%s: %s\n' "${stage_name:-stage}" "$*" >&2
   exit 1
 }
 
-# run_in_chroot CHROOT SCRIPT: runs SCRIPT with bash -e (sh when the tree has no bash) inside
-# CHROOT. Namespaces, mounts and process clean-up are the binary's job (chroot-exec), not ours.
+# run_in_chroot [--CHROOT-EXEC-FLAG...] CHROOT SCRIPT [ARG...]: runs SCRIPT inside CHROOT with
+# bash -euo pipefail (sh with the same options where the tree has no bash), ARGs as $1...
+# Namespaces, mounts and process clean-up are the binary's job (chroot-exec), not ours. stdin
+# is passed through. Leading flags go to chroot-exec (--no-resolv-conf).
 run_in_chroot() {
-  local root=$1 script=$2 shell=/bin/bash
-  if [ ! -e "$root/bin/bash" ] && [ ! -e "$root/usr/bin/bash" ]; then
-    shell=/bin/sh
+  local flags=()
+  while [ "${1:-}" != "${1#--}" ]; do
+    flags+=("$1")
+    shift
+  done
+  local root=$1 script=$2
+  shift 2
+  local builder=${stemcell_builder:?the builder exports stemcell_builder}
+  if [ -e "$root/bin/bash" ] || [ -e "$root/usr/bin/bash" ]; then
+    "$builder" chroot-exec "${flags[@]}" "$root" -- /bin/bash -euo pipefail -c "$script" run_in_chroot "$@"
+  else
+    "$builder" chroot-exec "${flags[@]}" "$root" -- /bin/sh -eu -c "set -o pipefail 2>/dev/null || true
+$script" run_in_chroot "$@"
   fi
-  "${stemcell_builder:?the builder exports stemcell_builder}" chroot-exec "$root" -- "$shell" -e -c "$script"
 }
 
 # pkg_mgr ACTION PKG...: apt-get ACTION in the chroot, non-interactive, without recommends,
-# keeping existing config files. Fetches package lists only when there are none.
+# keeping existing config files. First finishes what an interrupted dpkg left half-configured
+# (a stage killed mid-install, then resumed); fetches package lists only when there are none.
 pkg_mgr() {
-  local action=$1
-  shift
-  local packages
-  packages=$(printf ' %q' "$@")
-  run_in_chroot "$chroot" "
+  run_in_chroot "$chroot" '
+    action=$1
+    shift
+    dpkg --configure -a
     if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -q; fi
     apt-get -y -q --no-install-recommends \
-      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${action}${packages}
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$action" "$@"
     apt-get clean
-  "
+  ' "$@"
+}
+
+# write_file PATH [MODE [OWNER:GROUP]]: stdin becomes PATH in the tree (default 0644 root:root).
+# Written inside the tree to a temp name and renamed, so a symlink at PATH is replaced, never
+# followed, and a failure leaves the old file.
+write_file() {
+  run_in_chroot "$chroot" '
+    path=$1 mode=${2:-0644} owner=${3:-root:root}
+    case "$path" in /*) ;; *) echo "write_file: $path is not absolute" >&2; exit 1 ;; esac
+    if [ -d "$path" ] && [ ! -L "$path" ]; then echo "write_file: $path is a directory" >&2; exit 1; fi
+    mkdir -p "$(dirname "$path")"
+    tmp=$(mktemp "$path.XXXXXX")
+    trap "rm -f \"$tmp\"" EXIT
+    cat >"$tmp"
+    chown "$owner" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$path"
+    trap - EXIT
+  ' "$@"
+}
+
+# install_file SOURCE PATH [MODE [OWNER:GROUP]]: a host file (an asset) installed into the tree.
+install_file() {
+  local source=$1
+  shift
+  [ -f "$source" ] || fail "$source is missing"
+  write_file "$@" <"$source"
 }
 
 # add_on_exit COMMAND...: runs COMMAND when the stage exits, last added first.
@@ -65,26 +110,41 @@ assert_file() {
   [ -f "${!1}" ] || fail "\$$1 (${!1}) is not a file"
 }
 
-# set_config_option FILE KEY VALUE [SEPARATOR]: drops every line setting KEY (commented or not)
-# and appends "KEY<SEP>VALUE", so the file states each option exactly once.
+# set_config_option PATH KEY VALUE [SEPARATOR]: in the tree's file PATH, drops every line
+# setting KEY (commented or not) and appends "KEY<SEP>VALUE", so the file states each option
+# exactly once.
 set_config_option() {
-  local file=$1 key=$2 value=$3 sep=${4:- }
-  touch "$file"
-  sed -i -E "/^[#[:space:]]*${key}([[:space:]]|=|$)/d" "$file"
-  if [ -s "$file" ] && [ -n "$(tail -c1 "$file")" ]; then echo >>"$file"; fi
-  printf '%s%s%s\n' "$key" "$sep" "$value" >>"$file"
+  run_in_chroot "$chroot" '
+    file=$1 key=$2 value=$3 sep=${4:- }
+    touch "$file"
+    sed -i -E "/^[#[:space:]]*${key}([[:space:]]|=|\$)/d" "$file"
+    if [ -s "$file" ] && [ -n "$(tail -c1 "$file")" ]; then echo >>"$file"; fi
+    printf "%s%s%s\n" "$key" "$sep" "$value" >>"$file"
+  ' "$@"
 }
 
 # remove_build_leftovers ROOT: what a build leaves and an image must not carry: package caches
-# and lists, the build host's resolver settings (the bootstrap copied them), temp files, logs.
+# and lists, the build host's resolver settings (the bootstrap copied them), temp files, the
+# build's own runtime dirs. Logs are emptied, not deleted: files that daemons own (rsyslog's,
+# owned by syslog, mode 0600) keep their owner and mode. All of it inside the tree.
 remove_build_leftovers() {
-  local root=$1
-  run_in_chroot "$root" 'apt-get clean'
-  rm -rf "$root"/var/lib/apt/lists/*
-  mkdir -p "$root/var/lib/apt/lists/partial"
-  if [ -f "$root/etc/resolv.conf" ] && [ ! -L "$root/etc/resolv.conf" ]; then
-    : >"$root/etc/resolv.conf"
-  fi
-  rm -rf "$root"/tmp/* "$root"/var/tmp/*
-  find "$root/var/log" -type f \( -name '*.log' -o -name '*.gz' -o -name '*.[0-9]' \) -delete
+  # --no-resolv-conf: the host's resolv.conf is not bound over the tree's, so this empties the
+  # tree's own.
+  run_in_chroot --no-resolv-conf "$1" '
+    apt-get clean
+    # Only real directories are emptied: a link (even one resolving inside the tree) is left.
+    if [ -d /var/lib/apt/lists ] && [ ! -L /var/lib/apt/lists ]; then
+      find /var/lib/apt/lists -mindepth 1 -maxdepth 1 ! -name partial -exec rm -rf {} +
+      mkdir -p /var/lib/apt/lists/partial
+    fi
+    if [ -f /etc/resolv.conf ] && [ ! -L /etc/resolv.conf ]; then : >/etc/resolv.conf; fi
+    for dir in /tmp /var/tmp; do
+      if [ -d "$dir" ] && [ ! -L "$dir" ]; then find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
+    done
+    rm -rf /run/sshd
+    if [ -d /var/log ] && [ ! -L /var/log ]; then
+      find /var/log -type f \( -name "*.[0-9]" -o -name "*.old" -o -name "*.gz" -o -name "*.xz" -o -name "*.zst" \) -delete
+      find /var/log -type f -exec truncate -s 0 {} +
+    fi
+  '
 }

@@ -1,11 +1,15 @@
+# shellcheck shell=bash
 # Sourced first by every config.sh:
+#   # shellcheck source=../lib/prelude_config.bash
 #   source "$(dirname "$0")/../lib/prelude_config.bash"
 # config.sh runs on the host before any apply.sh, with the build settings file as $1. What it
 # persists lands in $settings_file (under the work dir), which the stage's apply.sh sources.
 set -euo pipefail
 
 lib_dir=${lib_dir:-$(dirname "${BASH_SOURCE[0]}")}
+# shellcheck source=prelude_common.bash
 source "$lib_dir/prelude_common.bash"
+# shellcheck source=/dev/null
 source "${1:?usage: config.sh SETTINGS_FILE}"
 
 : "${settings_file:?the builder exports settings_file}"

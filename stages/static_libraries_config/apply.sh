@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
-# The static libraries in the image, for compliance scans: /var/vcap/bosh/etc/static_libraries_list.
+# Every static library in the image, for compliance scans (the agent removes them where wanted):
+# /var/vcap/bosh/etc/static_libraries_list. Written to a temp name and renamed only when the
+# search succeeded: a failing find fails the stage instead of leaving a short or empty list.
 
-list=$chroot/var/vcap/bosh/etc/static_libraries_list
-mkdir -p "$(dirname "$list")"
-run_in_chroot "$chroot" 'find /usr/lib /lib -xdev -type f -name "*.a" 2>/dev/null | sort' >"$list"
-chmod 0644 "$list"
+run_in_chroot "$chroot" '
+  list=/var/vcap/bosh/etc/static_libraries_list
+  mkdir -p "$(dirname "$list")"
+  tmp=$(mktemp "$list.XXXXXX")
+  trap "rm -f \"$tmp\"" EXIT
+  find / -xdev -iname "*.a" ! -path "$tmp" | sort -u >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$list"
+  trap - EXIT
+'

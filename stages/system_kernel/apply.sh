@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
 # A kernel and an initramfs for VM IaaS (the disk boots them through GRUB). Debian's cloud
 # kernel carries the virtio, Xen, Hyper-V and ENA/GVE drivers; vSphere gets the generic one.
@@ -13,6 +14,7 @@ case "$os_name" in
   *) fail "no kernel package known for $os_name" ;;
 esac
 pkg_mgr install initramfs-tools "$kernel"
-
-ls "$chroot"/boot/vmlinuz-* >/dev/null 2>&1 || fail "no kernel in /boot after installing $kernel"
-ls "$chroot"/boot/initrd.img-* >/dev/null 2>&1 || fail "no initramfs in /boot after installing $kernel"
+run_in_chroot "$chroot" '
+  ls /boot/vmlinuz-* >/dev/null 2>&1 || { echo "no kernel in /boot after installing $1" >&2; exit 1; }
+  ls /boot/initrd.img-* >/dev/null 2>&1 || { echo "no initramfs in /boot after installing $1" >&2; exit 1; }
+' "$kernel"

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
+# shellcheck source=../lib/prelude_apply.bash
 source "$(dirname "$0")/../lib/prelude_apply.bash"
 # vim-tiny is the editor, reachable as vim.
 
 pkg_mgr install vim-tiny
-if [ ! -e "$chroot/usr/bin/vim" ]; then
-  ln -s vim.tiny "$chroot/usr/bin/vim"
-fi
+run_in_chroot "$chroot" '[ -e /usr/bin/vim ] || ln -s vim.tiny /usr/bin/vim'

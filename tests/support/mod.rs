@@ -80,6 +80,10 @@ impl Fixture {
     pub fn chroot(&self) -> PathBuf {
         self.work().join("chroot")
     }
+    /// A stage's layer (`NN-name`, or `00-base`): what the stage wrote, as an overlay upper dir.
+    pub fn layer(&self, slug: &str) -> PathBuf {
+        self.work().join("layers").join(slug)
+    }
     pub fn out_dir(&self) -> PathBuf {
         self.path().join("out")
     }
@@ -119,6 +123,11 @@ impl Fixture {
 
     /// `build_command` with another work dir.
     pub fn build_command_in(&self, work: &Path, extra: &[&str]) -> Command {
+        self.build_command_with(work, None, extra)
+    }
+
+    /// `build_command` in `work`, with the layer cache in `cache` (`--no-cache` when None).
+    pub fn build_command_with(&self, work: &Path, cache: Option<&Path>, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("build-os-image")
             .arg("--stages-dir")
@@ -130,9 +139,12 @@ impl Fixture {
             .arg("--work-dir")
             .arg(work)
             .arg("--output")
-            .arg(self.output())
-            .arg("--no-cache")
-            .args(extra)
+            .arg(self.output());
+        match cache {
+            Some(cache) => cmd.arg("--cache-dir").arg(cache),
+            None => cmd.arg("--no-cache"),
+        };
+        cmd.args(extra)
             .env_remove("resume_from")
             .env_remove("OS_NAME")
             .env_remove("OS_VERSION");
@@ -202,11 +214,14 @@ fn build_default_os_image() -> (PathBuf, String) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("os-image-e2e");
     let image = dir.join("os-image.tgz");
     let report = dir.join("build-report.txt");
-    let fresh = |p: &Path| {
-        let (Ok(a), Ok(b)) = (fs::metadata(p), fs::metadata(bin())) else {
-            return false;
-        };
-        a.modified().unwrap() > b.modified().unwrap()
+    // Fresh: newer than the binary and than every stage and asset it was built from.
+    let inputs = [bin(), repo().join("stages"), repo().join("assets/os")]
+        .iter()
+        .filter_map(|p| newest_mtime(p))
+        .max();
+    let fresh = |p: &Path| match (fs::metadata(p).and_then(|m| m.modified()), inputs) {
+        (Ok(built), Some(inputs)) => built > inputs,
+        _ => false,
     };
     if fresh(&image) && report.exists() {
         return (image, fs::read_to_string(&report).unwrap());
@@ -232,6 +247,20 @@ fn build_default_os_image() -> (PathBuf, String) {
     );
     fs::write(&report, &out.stdout).unwrap();
     (image, text(&out.stdout))
+}
+
+/// The newest modification time of a file or of anything below a directory.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let mut newest = meta.modified().ok()?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).ok()?.flatten() {
+            if let Some(t) = newest_mtime(&entry.path()) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    Some(newest)
 }
 
 /// `len` bytes that no compressor or dedup can shrink (xorshift noise), the same for a seed.

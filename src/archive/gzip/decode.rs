@@ -8,7 +8,7 @@
 //! serially by `flate2::MultiGzDecoder` on the reader thread.
 //!
 //! Nothing here trusts the file: a declared member size above [`MAX_MEMBER`] or a block above
-//! [`BLOCK_SIZE`] is refused before anything is allocated for it, and a fixed pool of buffers
+//! [`MAX_BLOCK`] is refused before anything is allocated for it, and a fixed pool of buffers
 //! bounds the blocks in flight, so memory stays at a few MiB per thread whatever the file says.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use libdeflater::Decompressor;
 
-use super::{parse_header, BLOCK_SIZE, HEADER_LEN, MAX_MEMBER, TRAILER_LEN};
+use super::{parse_header, HEADER_LEN, MAX_BLOCK, MAX_MEMBER, TRAILER_LEN};
 
 /// A member to inflate: its place, its bytes (header to trailer), where it starts in the file,
 /// and a buffer from the pool to inflate it into.
@@ -63,7 +63,11 @@ pub fn decoder<R: Read + Send + 'static>(input: R, threads: usize) -> ParallelGz
     let mut failed = None;
     match splitter {
         Ok(handle) => threads_started.push(handle),
-        Err(e) => failed = Some(io::Error::other(format!("cannot start the gzip reader: {e}"))),
+        Err(e) => {
+            failed = Some(io::Error::other(format!(
+                "cannot start the gzip reader: {e}"
+            )))
+        }
     }
     ParallelGzipReader {
         current: Vec::new(),
@@ -190,7 +194,12 @@ fn split_members<R: Read>(
             return; // the end, between two members
         }
         let Some(member_len) = parse_header(&head[..got]) else {
-            serial(io::Cursor::new(head[..got].to_vec()).chain(input), seq, free, blocks);
+            serial(
+                io::Cursor::new(head[..got].to_vec()).chain(input),
+                seq,
+                free,
+                blocks,
+            );
             return;
         };
         let member_len = member_len as usize;
@@ -241,11 +250,12 @@ fn split_members<R: Read>(
 
 /// Inflates `input` (any gzip, possibly several members) with flate2, in blocks.
 fn serial(input: impl Read, mut seq: u64, free: &Receiver<Vec<u8>>, blocks: &Sender<Block>) {
-    let mut decoder = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, input));
+    let mut decoder =
+        flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, input));
     loop {
         let Ok(mut out) = free.recv() else { return };
         out.clear();
-        out.resize(BLOCK_SIZE, 0);
+        out.resize(MAX_BLOCK, 0);
         match read_full(&mut decoder, &mut out) {
             Ok(0) => return,
             Ok(n) => {
@@ -291,7 +301,7 @@ fn inflate(decompressor: &mut Decompressor, job: Job) -> io::Result<Vec<u8>> {
     let trailer = &member[member.len() - TRAILER_LEN..];
     let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     let size = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
-    if size > BLOCK_SIZE {
+    if size > MAX_BLOCK {
         return Err(corrupt(format!(
             "the gzip member at byte {offset} declares {size} bytes of data, more than a block of ours holds"
         )));

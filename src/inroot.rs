@@ -364,6 +364,24 @@ impl Entry<'_> {
     }
 }
 
+/// The contents of the regular file `path` inside the tree at `root`, or `None` when the tree
+/// has no such file: what the tree itself would read (its dpkg database, its os-release), never
+/// the host's file a symlink names, never a FIFO or a device, never more than `limit` bytes.
+pub fn read_if_exists(root: &Path, path: &str, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    let tree = TreeRoot::open(root)?;
+    match tree.read_file(Path::new(path), limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(InRootError::Io { source, .. }) if source.raw_os_error() == Some(libc::ELOOP) => {
+            anyhow::bail!(
+                "{} is a symlink loop inside the tree: the tree is broken or hostile",
+                root.join(path).display()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
