@@ -13,8 +13,8 @@ pub enum OutCompression {
     None,
 }
 
-/// Compresses into `W`. gzip goes through fixed-size blocks, so the bytes do not depend on the
-/// number of threads; its header carries no name and no time.
+/// Compresses into `W`. gzip goes through content-defined blocks, so the bytes do not depend on
+/// the number of threads; its header carries no name and no time.
 pub enum Compressor<W: Write + Send + 'static> {
     Gzip(crate::archive::gzip::BlockGzipWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),

@@ -2,9 +2,10 @@
 //!
 //! The stream is cut into content-defined blocks of at most [`MAX_BLOCK`] bytes (see [`encode`]:
 //! a rolling hash picks the cut points), each compressed on its own (no dictionary shared across
-//! blocks) by libdeflate into a complete gzip member, and the members are concatenated. RFC 1952 allows any number of members in a file, and GNU gzip/tar,
-//! Python's `gzip`/`tarfile`, Go's `compress/gzip` (BOSH) and `flate2::MultiGzDecoder` read
-//! them as one stream, as they read BGZF files or `cat a.gz b.gz`.
+//! blocks) by libdeflate into a complete gzip member, and the members are concatenated.
+//! RFC 1952 allows any number of members in a file, and GNU gzip/tar, Python's `gzip` and
+//! `tarfile`, Go's `compress/gzip` (BOSH) and `flate2::MultiGzDecoder` read them as one stream,
+//! as they read BGZF files or `cat a.gz b.gz`.
 //!
 //! Each member's header carries an extra field (FEXTRA, subfield `SB`) holding the member's
 //! compressed size, so a reader can find the next member without inflating this one: that is
