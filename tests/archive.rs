@@ -208,9 +208,10 @@ fn gzip_output_is_standard_and_sorted_with_dot_slash_names() {
     let image = dir.path().join("os.tgz");
     assert!(pack(&tree, &image, &[]).status.success());
     let bytes = fs::read(&image).unwrap();
+    // FLG is FEXTRA alone: the member size a parallel reader uses; no name, no comment.
     assert_eq!(
         &bytes[..4],
-        &[0x1f, 0x8b, 8, 0],
+        &[0x1f, 0x8b, 8, 0x04],
         "gzip, no name or comment in the header"
     );
     assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "no time in the gzip header");
@@ -773,7 +774,7 @@ fn unpack_input_errors_are_one_line_naming_the_file() {
     let truncated = dir.path().join("truncated.tgz");
     fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let mut plain = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
+    flate2::read::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut plain)
         .unwrap();
     let cut_tar = dir.path().join("cut.tar");
@@ -1097,4 +1098,235 @@ fn xattr_values_holding_newlines_survive() {
             .as_deref(),
         Some(&b"one\ntwo\n"[..])
     );
+}
+
+// ---- Block-parallel gzip: standard to every reader, decoded in parallel only when ours ----
+
+/// `rich_tree` plus about 6 MiB of text, so the archive holds many gzip members.
+fn many_member_tree(root: &Path) {
+    rich_tree(root);
+    let texts = root.join("usr/share/doc/text");
+    fs::create_dir_all(&texts).unwrap();
+    for f in 0..12u64 {
+        let mut body = String::new();
+        let mut i = f * 100_000;
+        while body.len() < 512 << 10 {
+            body += &format!("file {f} line {i}: value {}\n", i * 7919 % 104_729);
+            i += 1;
+        }
+        fs::write(texts.join(format!("{f}.txt")), body).unwrap();
+    }
+}
+
+/// Where each member of ours starts, read from the size marks; panics on a foreign member.
+fn member_offsets(gz: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at < gz.len() {
+        assert_eq!(gz[at..at + 4], [0x1f, 0x8b, 8, 4], "member at {at} is ours");
+        assert_eq!(&gz[at + 12..at + 14], b"SB", "size mark at {at}");
+        offsets.push(at);
+        at += u32::from_le_bytes(gz[at + 16..at + 20].try_into().unwrap()) as usize;
+    }
+    assert_eq!(at, gz.len(), "the marks add up to the file");
+    offsets
+}
+
+/// sha256 of every regular file under `root`, by `./`-relative name.
+fn file_digests(root: &Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    snapshot(root)
+        .keys()
+        .filter(|rel| {
+            fs::symlink_metadata(root.join(rel))
+                .unwrap()
+                .file_type()
+                .is_file()
+        })
+        .map(|rel| {
+            let digest = sha2::Sha256::digest(fs::read(root.join(rel)).unwrap());
+            (format!("./{}", rel.display()), hex::encode(digest))
+        })
+        .collect()
+}
+
+#[test]
+fn our_gzip_is_many_members_that_gnu_tar_gzip_and_python_tarfile_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    many_member_tree(&tree);
+    let image = dir.path().join("os.tgz");
+    let out = pack(&tree, &image, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let members = member_offsets(&fs::read(&image).unwrap());
+    assert!(members.len() >= 4, "{} members", members.len());
+
+    let t = Command::new("gzip").arg("-t").arg(&image).output().unwrap();
+    assert!(t.status.success(), "gzip -t: {}", text(&t.stderr));
+
+    let expected = file_digests(&tree);
+    let gnu = dir.path().join("gnu");
+    fs::create_dir(&gnu).unwrap();
+    let x = Command::new("tar")
+        .arg("-xzf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&gnu)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "GNU tar: {}", text(&x.stderr));
+    assert_eq!(file_digests(&gnu), expected, "GNU tar extracts every file");
+
+    let python = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import hashlib, sys, tarfile\n\
+             with tarfile.open(sys.argv[1], 'r:gz') as t:\n\
+             \x20   for m in t:\n\
+             \x20       if m.isreg() or m.islnk():\n\
+             \x20           print(m.name, hashlib.sha256(t.extractfile(m).read()).hexdigest())\n",
+        )
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(python.status.success(), "tarfile: {}", text(&python.stderr));
+    let read: BTreeMap<String, String> = text(&python.stdout)
+        .lines()
+        .map(|l| {
+            let (name, digest) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), digest.to_string())
+        })
+        .collect();
+    assert_eq!(read, expected, "Python's tarfile reads every file");
+}
+
+#[test]
+fn parallel_and_serial_decoding_give_identical_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    many_member_tree(&tree);
+    let ours = dir.path().join("ours.tgz");
+    assert!(pack(&tree, &ours, &[]).status.success());
+    // The same tar as one plain gzip member (no size marks): the serial path.
+    let plain = dir.path().join("plain.tgz");
+    let recompressed = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -dc \"$1\" | gzip -6 > \"$2\"")
+        .arg("sh")
+        .arg(&ours)
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(recompressed.success());
+    assert_eq!(
+        fs::read(&plain).unwrap()[3],
+        0,
+        "gzip's own header: no FEXTRA"
+    );
+
+    let unpack = |image: &Path, name: &str, one_core: bool| {
+        let target = dir.path().join(name);
+        let mut cmd = if one_core {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(support::bin());
+            c
+        } else {
+            Command::new(support::bin())
+        };
+        let out = cmd.arg("unpack").arg(image).arg(&target).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        snapshot(&target)
+    };
+    let parallel = unpack(&ours, "parallel", false);
+    assert_eq!(
+        parallel,
+        snapshot(&tree),
+        "the parallel decoder restores the tree"
+    );
+    assert_eq!(
+        unpack(&plain, "serial", false),
+        parallel,
+        "serial == parallel"
+    );
+    assert_eq!(
+        unpack(&ours, "one-core", true),
+        parallel,
+        "one inflater == many"
+    );
+}
+
+#[test]
+fn same_bytes_on_one_core_and_on_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    many_member_tree(&tree);
+    let all = dir.path().join("all.tgz");
+    assert!(pack(&tree, &all, &[]).status.success());
+    let one = dir.path().join("one.tgz");
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(support::bin())
+        .arg("pack")
+        .arg(&tree)
+        .arg(&one)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (all, one) = (fs::read(&all).unwrap(), fs::read(&one).unwrap());
+    assert!(member_offsets(&all).len() >= 4);
+    assert!(
+        all == one,
+        "1 compressor thread and one per core write the same bytes"
+    );
+}
+
+#[test]
+fn a_forged_size_mark_fails_in_one_line_and_writes_nothing_outside_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    many_member_tree(&tree);
+    let image = dir.path().join("os.tgz");
+    assert!(pack(&tree, &image, &[]).status.success());
+    let good = fs::read(&image).unwrap();
+    let members = member_offsets(&good);
+    let mark = |at: usize| u32::from_le_bytes(good[at + 16..at + 20].try_into().unwrap());
+    let (first, second) = (members[0], members[1]);
+    let forgeries: Vec<(&str, usize, u32)> = vec![
+        ("one byte long", second, mark(second) + 1),
+        ("one byte short", second, mark(second) - 1),
+        ("two members as one", first, mark(first) + mark(second)),
+        ("header and trailer only", second, 28),
+        ("beyond any block", first, 3 << 20),
+        ("zero", second, 0),
+    ];
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    fs::write(out_dir.join("sentinel"), "here before").unwrap();
+    for (what, at, forged) in forgeries {
+        let mut bytes = good.clone();
+        bytes[at + 16..at + 20].copy_from_slice(&forged.to_le_bytes());
+        let path = dir.path().join(format!("{}.tgz", what.replace(' ', "-")));
+        fs::write(&path, &bytes).unwrap();
+        let target = out_dir.join("target");
+        let out = sb(&["unpack".as_ref(), path.as_os_str(), target.as_os_str()]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{what}: refused");
+        assert_ne!(out.status.code(), Some(101), "{what}: no panic: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert_one_clean_line(&err, what);
+        assert!(
+            err.contains(&path.display().to_string()),
+            "{what}: names the file: {err}"
+        );
+        assert!(
+            err.contains("gzip"),
+            "{what}: says it is the gzip stream: {err}"
+        );
+        let left: Vec<_> = fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("sentinel")], "{what}");
+        assert_eq!(fs::read(out_dir.join("sentinel")).unwrap(), b"here before");
+    }
 }

@@ -1120,13 +1120,13 @@ const WARDEN: [(&str, &str); 4] = [
 /// name, mode and, for files under 1 MiB, content. Streamed: the image is ~100 MB.
 fn warden_image_tree(stemcell: &Path) -> Vec<(String, u32, Vec<u8>)> {
     let file = fs::File::open(stemcell).unwrap();
-    let mut outer = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut outer = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     for member in outer.entries().unwrap() {
         let member = member.unwrap();
         if member.path().unwrap().to_str() != Some("image") {
             continue;
         }
-        let mut inner = tar::Archive::new(flate2::read::GzDecoder::new(member));
+        let mut inner = tar::Archive::new(flate2::read::MultiGzDecoder::new(member));
         return inner
             .entries()
             .unwrap()

@@ -216,7 +216,7 @@ fn base_archive(dir: &Path) -> Vec<u8> {
     pack_to(&tree, &gz, Compression::Gzip);
     let mut plain = vec![];
     use std::io::Read;
-    flate2::read::GzDecoder::new(fs::File::open(&gz).unwrap())
+    flate2::read::MultiGzDecoder::new(fs::File::open(&gz).unwrap())
         .read_to_end(&mut plain)
         .unwrap();
     plain

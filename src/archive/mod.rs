@@ -1,8 +1,8 @@
 //! OS image archives: a tar of a root tree (`./` entries) with everything a root filesystem
-//! needs preserved, compressed with parallel gzip (default) or multi-threaded zstd.
+//! needs preserved, compressed with block-parallel gzip (default, [`gzip`]) or multi-threaded zstd.
 
-pub mod block_gzip;
 pub(crate) mod entry_name;
+pub mod gzip;
 pub mod members;
 pub mod pack;
 pub mod quote;

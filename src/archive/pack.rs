@@ -21,9 +21,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use tar::{Builder, EntryType, Header};
 
-use super::block_gzip::{BlockGzip, BlockStore};
 use super::entry_name::{append_pax, set_link, set_name};
+use super::gzip::{BlockGzipWriter, BlockStats, BlockStore};
 use super::Compression;
+
+/// libdeflate level 6: gzip's and pigz's default level number; at it libdeflate writes smaller
+/// output than zlib does (so than `pigz -6`) in well under half of zlib's time.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -31,11 +35,11 @@ pub struct PackOptions {
     /// Clamp mtimes to this (from `SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<u64>,
     pub threads: usize,
-    /// gzip level; 6 is gzip's and pigz's default, so ratios compare like with like.
+    /// libdeflate's gzip level (see [`DEFAULT_GZIP_LEVEL`]).
     pub gzip_level: u32,
     pub zstd_level: i32,
     /// gzip only: keep the compressed blocks here and reuse those of the previous pack
-    /// (`block_gzip`); the output bytes are the same with or without it.
+    /// (`gzip::BlockStore`); the output bytes are the same with or without it.
     pub block_store: Option<PathBuf>,
 }
 
@@ -47,7 +51,7 @@ impl Default for PackOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            gzip_level: 6,
+            gzip_level: DEFAULT_GZIP_LEVEL,
             zstd_level: 3,
             block_store: None,
         }
@@ -294,7 +298,7 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// The compressing end of the pipeline.
 enum Compressor<W: Write + Send + 'static> {
-    Gzip(BlockGzip<W>),
+    Gzip(BlockGzipWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     /// Taken out of the walker to be finished.
     Closed,
@@ -305,7 +309,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
         Ok(match options.compression {
             Compression::Gzip => {
                 let store = options.block_store.as_deref().map(BlockStore::new);
-                let writer = BlockGzip::new(
+                let writer = BlockGzipWriter::new(
                     out,
                     options.gzip_level,
                     options.threads.max(1),
@@ -322,7 +326,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
         })
     }
 
-    fn finish(self) -> Result<Option<super::block_gzip::BlockStats>> {
+    fn finish(self) -> Result<Option<BlockStats>> {
         match self {
             Compressor::Gzip(w) => w
                 .finish()

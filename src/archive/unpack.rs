@@ -71,7 +71,7 @@ pub fn unpack(archive: &Path, target: &Path, options: &UnpackOptions) -> Result<
 /// Unpacks an archive from an open reader (compression detected), e.g. a cache entry whose
 /// checksum the caller verified on the same file handle; `name` names it in errors.
 pub fn unpack_reader(
-    reader: impl Read,
+    reader: impl Read + Send + 'static,
     name: &Path,
     target: &Path,
     devices: DevicePolicy,
@@ -80,7 +80,7 @@ pub fn unpack_reader(
 }
 
 fn unpack_from(
-    file: impl Read,
+    file: impl Read + Send + 'static,
     archive: &Path,
     target: &Path,
     devices: DevicePolicy,
@@ -100,7 +100,8 @@ fn unpack_from(
             .map_err(|e| Failure::Io(crate::fsutil::io_error(e, "reading", archive)))?;
         let stream = io::Cursor::new(magic).chain(reader);
         let decoded: Box<dyn Read> = match kind {
-            Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+            // Ours inflate in parallel; any other gzip serially, on a thread of its own.
+            Some(Compression::Gzip) => Box::new(super::gzip::decoder(stream, threads())),
             Some(Compression::Zstd) => Box::new(
                 zstd::stream::read::Decoder::new(stream)
                     .map_err(|e| Failure::Io(anyhow!("zstd: {e}")))?,
@@ -151,6 +152,12 @@ fn unpack_from(
     } else {
         failure.into_error(archive, &left)
     })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// One clear line for an archive path that cannot be an OS image.

@@ -1,10 +1,10 @@
 //! An OCI image layout (image-spec v1.1) from an OS image: `oci-layout`, `index.json`, and under
 //! `blobs/sha256/` one gzip layer, the config and the manifest. The layer is the OS image's tree
-//! streamed into a tar (device nodes dropped) and gzip-compressed in fixed blocks, hashed on the
-//! way in (its `diff_id`) and out (its digest). JSON is written with sorted keys and no spaces,
-//! and `created` is `SOURCE_DATE_EPOCH` or the tree's newest mtime, so the same OS image and
-//! flags give the same bytes. The layout is built in a temporary directory beside the output
-//! and renamed into place when complete.
+//! streamed into a tar (device nodes dropped) and gzip-compressed in content-defined blocks,
+//! hashed on the way in (its `diff_id`) and out (its digest). JSON is written with sorted keys
+//! and no spaces, and `created` is `SOURCE_DATE_EPOCH` or the tree's newest mtime, so the same
+//! OS image and flags give the same bytes. The layout is built in a temporary directory beside
+//! the output and renamed into place when complete.
 
 use std::fs;
 use std::io::{BufWriter, Write};

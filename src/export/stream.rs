@@ -3,10 +3,7 @@
 
 use std::io::{self, Write};
 
-use anyhow::{anyhow, Context, Result};
-use gzp::deflate::Gzip;
-use gzp::par::compress::{ParCompress, ParCompressBuilder};
-use gzp::ZWriter;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,10 +13,10 @@ pub enum OutCompression {
     None,
 }
 
-/// Compresses into `W`. gzip goes through fixed-size blocks, so the bytes do not depend on the
-/// number of threads; its header carries no name and no time.
+/// Compresses into `W`. gzip goes through content-defined blocks, so the bytes do not depend on
+/// the number of threads; its header carries no name and no time.
 pub enum Compressor<W: Write + Send + 'static> {
-    Gzip(ParCompress<'static, Gzip, W>),
+    Gzip(crate::archive::gzip::BlockGzipWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -31,11 +28,13 @@ impl<W: Write + Send + 'static> Compressor<W> {
             .unwrap_or(2);
         Ok(match kind {
             OutCompression::Gzip => Compressor::Gzip(
-                ParCompressBuilder::<Gzip>::new()
-                    .num_threads(threads)
-                    .map_err(|e| anyhow!("gzip threads: {e}"))?
-                    .compression_level(flate2::Compression::new(6))
-                    .from_writer(out),
+                crate::archive::gzip::BlockGzipWriter::new(
+                    out,
+                    crate::archive::pack::DEFAULT_GZIP_LEVEL,
+                    threads,
+                    None,
+                )
+                .context("starting the gzip compressor")?,
             ),
             OutCompression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, 3)?;
@@ -48,10 +47,10 @@ impl<W: Write + Send + 'static> Compressor<W> {
 
     pub fn finish(self) -> Result<W> {
         match self {
-            Compressor::Gzip(mut w) => w.finish().map_err(|e| match e {
-                gzp::GzpError::Io(e) => anyhow::Error::new(e).context("finishing the gzip stream"),
-                other => anyhow!("finishing the gzip stream: {other}"),
-            }),
+            Compressor::Gzip(w) => w
+                .finish()
+                .map(|(out, _)| out)
+                .context("finishing the gzip stream"),
             Compressor::Zstd(w) => w.finish().context("finishing the zstd stream"),
             Compressor::None(mut w) => {
                 w.flush()?;
@@ -133,7 +132,7 @@ mod tests {
         assert_eq!(&gz[4..8], &[0, 0, 0, 0], "no mtime in the gzip header");
         assert_eq!(gz[3] & 0x08, 0, "no file name in the gzip header");
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
+        flate2::read::MultiGzDecoder::new(gz.as_slice())
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);

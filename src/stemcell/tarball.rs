@@ -1,14 +1,12 @@
-//! The stemcell tarball: its members in the order BOSH expects, gzip (directors read gzip only),
-//! written under a temporary name and renamed when complete.
+//! The stemcell tarball: its members in the order BOSH expects, gzip (directors read gzip only;
+//! block-parallel, see `crate::archive::gzip`), written under a temporary name and renamed when
+//! complete.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use gzp::deflate::Gzip;
-use gzp::par::compress::ParCompressBuilder;
-use gzp::ZWriter;
 
 use crate::output::PendingOutput;
 
@@ -28,11 +26,13 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let gzip = ParCompressBuilder::<Gzip>::new()
-        .num_threads(threads)
-        .map_err(|e| anyhow!("gzip threads: {e}"))?
-        .compression_level(flate2::Compression::new(6))
-        .from_writer(BufWriter::with_capacity(1 << 20, pending.file()?));
+    let gzip = crate::archive::gzip::BlockGzipWriter::new(
+        BufWriter::with_capacity(1 << 20, pending.file()?),
+        crate::archive::pack::DEFAULT_GZIP_LEVEL,
+        threads,
+        None,
+    )
+    .context("starting the gzip compressor")?;
     let mut tar = tar::Builder::new(gzip);
     let time = crate::archive::build_time();
     for (name, path) in files {
@@ -48,10 +48,9 @@ pub fn write_tgz(output: &Path, files: &[(String, PathBuf)]) -> Result<PathBuf> 
         tar.append_data(&mut header, name, crate::archive::Interruptible(&mut file))
             .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
     }
-    let mut gzip = tar
+    let gzip = tar
         .into_inner()
         .map_err(|e| crate::fsutil::io_error(e, "writing", output))?;
-    gzip.flush()?;
     gzip.finish().map_err(|e| {
         crate::fsutil::explain_disk_full(anyhow!("finishing {}: {e}", output.display()), output)
     })?;
