@@ -187,7 +187,9 @@ fn make_partitioned_file(raw: &Path, size_mib: u64) -> Result<()> {
 fn install_grub(root: &Path, disk: &Path, partition: &Path) -> Result<()> {
     let exe = std::env::current_exe()?;
     let script = format!(
-        "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} && update-grub",
+        // grub.cfg is root's alone (the reference's STIG V-38583/V-38579/V-38581).
+        "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} && update-grub \
+         && chown root:root /boot/grub/grub.cfg && chmod 0600 /boot/grub/grub.cfg",
         disk = disk.display()
     );
     let mut command = Command::new(exe);
