@@ -158,6 +158,8 @@ if wait_for "after-rotation-$$" /var/log/syslog; then
 else
   say "FAIL the line logged after rotation is not in the new /var/log/syslog ($(grep -l "after-rotation-$$" /var/log/syslog* 2>/dev/null | tr '\n' ' '))"
 fi
+# What GRUB booted with and how it keeps its configuration.
+echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg)"
 # systemd stops printing its status on the console once the serial getty holds it, which may
 # be before multi-user.target is reached: say it here.
 i=0
@@ -320,9 +322,41 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
         "{}",
         text(&resolved.stderr)
     );
-    let settings: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(root.join("var/vcap/bosh/agent.json")).unwrap())
+    let agent_json = fs::read_to_string(root.join("var/vcap/bosh/agent.json")).unwrap();
+    stemcell_builder::audit::agent_settings::validate(&agent_json).unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&agent_json).unwrap();
+    // installed by system_parameters, without newlines.
+    let etc = |name: &str| fs::read_to_string(root.join("var/vcap/bosh/etc").join(name)).unwrap();
+    assert_eq!(etc("stemcell_version"), "1.2");
+    assert_eq!(etc("infrastructure"), "warden");
+    assert_eq!(etc("operating_system"), "debian");
+    let head = Command::new("git")
+        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(
+        etc("stemcell_git_sha1").starts_with(text(&head.stdout).trim()),
+        "{} is the checkout's commit",
+        etc("stemcell_git_sha1")
+    );
+    // runit runs rsyslog, sshd and cron beside the agent (resolved inside the image: its
+    // /etc/service is an absolute link).
+    for service in ["rsyslog", "ssh", "cron"] {
+        let resolved = Command::new(support::bin())
+            .arg("chroot-exec")
+            .arg(&root)
+            .args(["--", "/usr/bin/readlink", "-f"])
+            .arg(format!("/etc/service/{service}"))
+            .output()
             .unwrap();
+        assert_eq!(
+            text(&resolved.stdout).trim(),
+            format!("/etc/sv/{service}"),
+            "{}",
+            text(&resolved.stderr)
+        );
+    }
     assert_eq!(
         settings["Infrastructure"]["Settings"]["Sources"][0]["Type"],
         "File"
@@ -382,6 +416,155 @@ fn warden_stemcell_passes_the_audit() {
         .collect();
     assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
     assert!(out.status.success());
+}
+
+/// The build's own tree of the openstack stemcell (the disk is made from it), audited as a
+/// directory: audit does not read a VM stemcell's disk.
+fn openstack_tree() -> PathBuf {
+    built().dir.join("work-openstack/chroot")
+}
+
+#[test]
+fn openstack_tree_passes_the_audit() {
+    let out = Command::new(support::bin())
+        .arg("audit")
+        .arg(openstack_tree())
+        .args([
+            "--kind",
+            "stemcell",
+            "--iaas",
+            "openstack",
+            "--commands",
+            "run",
+            "--format",
+            "json",
+        ])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", text(&out.stderr)));
+    let not_passing: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| format!("{} {}: {}", r["status"], r["id"], r["detail"]))
+        .collect();
+    assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
+    assert!(out.status.success());
+}
+
+/// As tests/audit.rs does for the OS image, for the checks that apply to stemcells only: each
+/// one's mutation, on the warden stemcell's tree (checks for warden) or on the openstack build's
+/// tree (checks for VMs), makes exactly that check fail, and is undone.
+#[test]
+fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
+    use stemcell_builder::audit::checks::{self, TargetKind};
+    use stemcell_builder::audit::eval::{Exec, Status};
+    use stemcell_builder::audit::{applicable, audit_tree, mutate};
+
+    let all = checks::load_dir(&support::repo().join("assets/checks")).unwrap();
+    let stemcell_only: Vec<_> = all
+        .iter()
+        .filter(|c| !c.applies_to.kinds.contains(&TargetKind::OsImage))
+        .collect();
+    let applies =
+        |c: &checks::Check, iaas: &str| c.applies_to.includes(TargetKind::Stemcell, Some(iaas));
+    let untried: Vec<&str> = stemcell_only
+        .iter()
+        .filter(|c| !applies(c, "warden") && !applies(c, "openstack"))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        untried.is_empty(),
+        "checks neither tree can try: {untried:?}"
+    );
+
+    let warden_dir = built().dir.join("mutations-warden");
+    let _ = fs::remove_dir_all(&warden_dir);
+    fs::create_dir_all(&warden_dir).unwrap();
+    let image = member(&built().warden, "image", &warden_dir);
+    let warden_root = warden_dir.join("root");
+    let out = Command::new(support::bin())
+        .arg("unpack")
+        .arg(&image)
+        .arg(&warden_root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let openstack_scratch = built().dir.join("mutations-openstack");
+    let _ = fs::remove_dir_all(&openstack_scratch);
+    fs::create_dir_all(&openstack_scratch).unwrap();
+
+    let failing = |report: &stemcell_builder::audit::report::Report| -> Vec<String> {
+        report
+            .results
+            .iter()
+            .filter(|r| r.status != Status::Pass)
+            .map(|r| format!("{} ({})", r.id, r.detail))
+            .collect()
+    };
+    let mut problems = vec![];
+    let mut tried = 0;
+    for (root, scratch, iaas) in [
+        (warden_root.clone(), warden_dir.clone(), "warden"),
+        (openstack_tree(), openstack_scratch, "openstack"),
+    ] {
+        let audit = || {
+            audit_tree(
+                &root,
+                iaas,
+                TargetKind::Stemcell,
+                Some(iaas),
+                &all,
+                Exec::With(support::bin()),
+            )
+        };
+        let baseline = audit();
+        assert!(
+            failing(&baseline).is_empty(),
+            "{iaas}: the unmutated tree passes: {:?}",
+            failing(&baseline)
+        );
+        let here = applicable(&all, TargetKind::Stemcell, Some(iaas));
+        for check in stemcell_only
+            .iter()
+            .filter(|c| here.iter().any(|h| h.id == c.id))
+        {
+            // A check both trees hold is tried once, on the warden tree.
+            if iaas == "openstack" && applies(check, "warden") {
+                continue;
+            }
+            tried += 1;
+            let applied = match mutate::apply(&root, &scratch, &check.mutation) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    problems.push(format!(
+                        "{iaas} {}: mutation does not apply: {e:#}",
+                        check.id
+                    ));
+                    continue;
+                }
+            };
+            let report = audit();
+            applied.undo().expect("the mutation is undone");
+            let failed = failing(&report);
+            if !(failed.len() == 1 && failed[0].starts_with(&format!("{} (", check.id))) {
+                problems.push(format!(
+                    "{iaas} {}: its mutation made these fail: {failed:?}",
+                    check.id
+                ));
+            }
+        }
+        assert!(
+            failing(&audit()).is_empty(),
+            "{iaas}: every mutation was undone"
+        );
+    }
+    assert_eq!(tried, stemcell_only.len(), "every stemcell check was tried");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let _ = fs::remove_dir_all(&warden_dir);
 }
 
 trait ModeExt {
@@ -540,6 +723,14 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         log.contains("bosh-stemcell login:"),
         "the stemcell's hostname on the console"
     );
+    // GRUB booted the kernel with the stemcell's options and keeps grub.cfg root's alone.
+    let facts = log
+        .lines()
+        .find(|l| l.contains("BOOT-FACTS: "))
+        .unwrap_or_else(|| panic!("the probe printed no BOOT-FACTS:\n{}", tail(&console)));
+    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+        assert!(facts.contains(want), "{want}: {facts}");
+    }
     // logrotate made rsyslog reopen its file: the line logged after rotation is in the new one.
     let probe: Vec<&str> = log
         .lines()
