@@ -3,7 +3,8 @@
 source "$(dirname "$0")/../lib/prelude_apply.bash"
 # The BOSH agent (--agent) at /var/vcap/bosh/bin/bosh-agent, supervised by runit, with the
 # directories it owns, logrotate for what monit and the jobs write, and monit ready for it.
-# Also what the agent calls or reads beside it, where the reference puts them: restart_networking
+# Also what the agent calls or reads beside it, where the reference puts them: bosh-agent-rc
+# (run at bootstrap: device permissions), restart_networking
 # (the agent runs it after writing the network configuration; a no-op on warden, whose network
 # the container runtime sets up), monit's alert rule for the agent (alerts.monitrc) and the
 # cache directory `bosh create-env` uploads into (/var/vcap/micro_bosh/data/cache).
@@ -22,9 +23,8 @@ install_file "$assets_dir/run" /etc/sv/bosh-agent/run 0755
 install_file "$assets_dir/log-run" /etc/sv/bosh-agent/log/run 0755
 install_file "$assets_dir/logrotate" /etc/logrotate.d/bosh-agent 0644
 run_in_chroot "$chroot" 'ln -sfn /etc/sv/bosh-agent /etc/service/bosh-agent'
+install_file "$assets_dir/bosh-agent-rc" /var/vcap/bosh/bin/bosh-agent-rc 0755
 install_file "$assets_dir/alerts.monitrc" /var/vcap/monit/alerts.monitrc 0600
-case "$stemcell_infrastructure" in
-  warden) restart_networking=restart_networking-warden ;;
-  *) restart_networking=restart_networking ;;
-esac
-install_file "$assets_dir/$restart_networking" /var/vcap/bosh/bin/restart_networking 0755
+restart_networking=$assets_dir/restart_networking
+[ "$stemcell_infrastructure" != warden ] || restart_networking=$assets_dir/restart_networking-warden
+install_file "$restart_networking" /var/vcap/bosh/bin/restart_networking 0755
