@@ -159,7 +159,7 @@ else
   say "FAIL the line logged after rotation is not in the new /var/log/syslog ($(grep -l "after-rotation-$$" /var/log/syslog* 2>/dev/null | tr '\n' ' '))"
 fi
 # What GRUB booted with and how it keeps its configuration.
-echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg)"
+echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg) $( [ -d /sys/firmware/efi ] && echo /sys/firmware/efi present )"
 # systemd stops printing its status on the console once the serial getty holds it, which may
 # be before multi-user.target is reached: say it here.
 i=0
@@ -741,6 +741,141 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         "{probe:?}\n{}",
         tail(&console)
     );
+}
+
+/// Boots a raw disk under qemu (no KVM, serial console) until the boot probe reports
+/// multi-user.target; `firmware` are the extra arguments (OVMF's flash for EFI). Returns the
+/// console log.
+fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
+    let console = dir.join("console.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-net",
+            "none",
+            "-snapshot",
+        ])
+        .args(firmware)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&console).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let mut booted = false;
+    while Instant::now() < deadline {
+        let seen = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+        booted =
+            seen.contains("BOOT-PROBE: multi-user.target reached") && seen.contains("BOOT-FACTS: ");
+        if booted {
+            break;
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            panic!(
+                "qemu exited ({status}) before multi-user:\n{}",
+                tail(&console)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(booted, "no multi-user within 400 s:\n{}", tail(&console));
+    fs::read_to_string(&console).unwrap_or_default()
+}
+
+#[test]
+fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    let vars = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    assert!(
+        code.exists() && vars.exists(),
+        "run scripts/install.sh --deps-only (installs ovmf)"
+    );
+    let dir = built().dir.join("vsphere");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let (os_image, _) = support::default_os_image();
+    let stages = built().dir.join("stages-with-boot-probe");
+    let out = build_stemcell(
+        &dir,
+        os_image.to_str().unwrap(),
+        "vsphere",
+        &["--stages-dir", stages.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "vsphere: {}", text(&out.stderr));
+    let stemcell =
+        dir.join("out-vsphere/bosh-stemcell-1.2-vsphere-esxi-debian-trixie-go_agent.tgz");
+    let image = member(&stemcell, "image", &dir);
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ovf = fs::read_to_string(dir.join("image.ovf")).unwrap();
+    assert!(
+        ovf.contains(r#"vmw:key="firmware" vmw:value="efi""#),
+        "the descriptor asks for EFI firmware:\n{ovf}"
+    );
+    let raw = dir.join("root.raw");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(dir.join("image-disk1.vmdk"))
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // GPT: the EFI system partition first, then the root partition.
+    let table = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{table}");
+    assert_eq!(
+        parts[0]["type"].as_str().unwrap().to_uppercase(),
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "the first partition is the EFI system partition: {table}"
+    );
+    // OVMF with its own copy of the variable store; no CSM, so only GRUB EFI can boot it.
+    let vars_copy = dir.join("OVMF_VARS.fd");
+    fs::copy(vars, &vars_copy).unwrap();
+    let firmware = vec![
+        "-drive".to_string(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        ),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
+    ];
+    let log = boot_to_multi_user(&raw, &firmware, &dir);
+    let facts = log.lines().find(|l| l.contains("BOOT-FACTS: ")).unwrap();
+    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+        assert!(facts.contains(want), "{want}: {facts}");
+    }
+    assert!(
+        log.contains("/sys/firmware/efi present"),
+        "booted through EFI:\n{}",
+        log.lines()
+            .filter(|l| l.contains("BOOT-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 fn tail(path: &Path) -> String {
