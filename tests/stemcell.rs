@@ -788,7 +788,8 @@ fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
     let _ = qemu.kill();
     let _ = qemu.wait();
     assert!(booted, "no multi-user within 400 s:\n{}", tail(&console));
-    fs::read_to_string(&console).unwrap_or_default()
+    // Firmware and GRUB write bytes that are not UTF-8.
+    String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned()
 }
 
 #[test]

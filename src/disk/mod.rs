@@ -73,9 +73,12 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     crate::sandbox::own_mount_namespace()?;
     let (modules, package) = match plan.firmware {
         Firmware::Bios => ("usr/lib/grub/i386-pc", "grub-pc"),
-        Firmware::Efi => ("usr/lib/grub/x86_64-efi", "grub-efi-amd64"),
+        Firmware::Efi => ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
     };
-    if !plan.tree.join("usr/sbin/grub-install").exists() || !plan.tree.join(modules).is_dir() {
+    // BIOS: grub-install itself brings its i386-pc modules; EFI: the image is made from the
+    // x86_64-efi modules, which only grub-efi-amd64-bin brings.
+    let efi_modules = plan.firmware == Firmware::Bios || plan.tree.join(modules).is_dir();
+    if !plan.tree.join("usr/sbin/grub-install").exists() || !efi_modules {
         bail!(
             "{} has no /usr/sbin/grub-install with /{modules}: install {package} in the tree first (the system_grub stage does)",
             plan.tree.display()
