@@ -11,17 +11,17 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Runtime: bootstrappers and the Debian keyring; disk images (sfdisk, mkfs.ext4, partx,
+# Runtime: bootstrappers and the Debian keyring; disk images (sfdisk, mkfs.ext4, mkfs.vfat and mtools for the EFI partition, partx,
 # qemu-img); pigz/zstd for the benchmarks' references.
-runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz fdisk e2fsprogs util-linux"
+runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates tar zstd pigz fdisk e2fsprogs util-linux dosfstools mtools"
 # Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
 # python3-venv for the test tools from PyPI (S3 server, SBOM validators), shellcheck for the
 # stage scripts (scripts/shellcheck.sh), GNU time for a command's own peak memory (its fork
 # starts clean, unlike a child of the big test process), vagrant to validate the Vagrantfile,
 # gcc and libc6-dev for the static probe the sandbox tests run inside a chroot, iproute2 to check
 # the host's network, and the consumers of `export`: umoci and skopeo read OCI layouts, podman
-# (with runc) runs them.
-tests="busybox-static libcap2-bin attr python3-venv shellcheck time vagrant gcc libc6-dev iproute2 umoci skopeo podman runc"
+# (with runc) runs them; ovmf, the EFI firmware the vSphere (EFI) boot test gives qemu.
+tests="busybox-static libcap2-bin attr python3-venv shellcheck time vagrant gcc libc6-dev iproute2 umoci skopeo podman runc ovmf"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word lists

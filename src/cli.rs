@@ -405,6 +405,10 @@ pub struct DiskImageArgs {
     /// Disk size in MiB (default: the tree's size with room to grow, at least 2048).
     #[arg(long)]
     pub size_mib: Option<u64>,
+    /// How the disk boots: bios (MBR, grub-pc) or efi (GPT with an EFI system partition,
+    /// grub-efi-amd64; an OVF descriptor then says firmware=efi).
+    #[arg(long, value_enum, default_value = "bios")]
+    pub firmware: crate::disk::Firmware,
 }
 
 #[derive(Debug, Args)]
@@ -727,6 +731,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out_dir: args.out_dir,
                 format: args.format,
                 size_mib: args.size_mib,
+                firmware: args.firmware,
             };
             for file in crate::disk::build(&plan, &Reporter::detect())? {
                 println!("wrote {}", file.display());

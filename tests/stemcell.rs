@@ -158,6 +158,8 @@ if wait_for "after-rotation-$$" /var/log/syslog; then
 else
   say "FAIL the line logged after rotation is not in the new /var/log/syslog ($(grep -l "after-rotation-$$" /var/log/syslog* 2>/dev/null | tr '\n' ' '))"
 fi
+# What GRUB booted with and how it keeps its configuration.
+echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg) $( [ -d /sys/firmware/efi ] && echo /sys/firmware/efi present )"
 # systemd stops printing its status on the console once the serial getty holds it, which may
 # be before multi-user.target is reached: say it here.
 i=0
@@ -320,9 +322,41 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
         "{}",
         text(&resolved.stderr)
     );
-    let settings: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(root.join("var/vcap/bosh/agent.json")).unwrap())
+    let agent_json = fs::read_to_string(root.join("var/vcap/bosh/agent.json")).unwrap();
+    stemcell_builder::audit::agent_settings::validate(&agent_json).unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&agent_json).unwrap();
+    // installed by system_parameters, without newlines.
+    let etc = |name: &str| fs::read_to_string(root.join("var/vcap/bosh/etc").join(name)).unwrap();
+    assert_eq!(etc("stemcell_version"), "1.2");
+    assert_eq!(etc("infrastructure"), "warden");
+    assert_eq!(etc("operating_system"), "debian");
+    let head = Command::new("git")
+        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(
+        etc("stemcell_git_sha1").starts_with(text(&head.stdout).trim()),
+        "{} is the checkout's commit",
+        etc("stemcell_git_sha1")
+    );
+    // runit runs rsyslog, sshd and cron beside the agent (resolved inside the image: its
+    // /etc/service is an absolute link).
+    for service in ["rsyslog", "ssh", "cron"] {
+        let resolved = Command::new(support::bin())
+            .arg("chroot-exec")
+            .arg(&root)
+            .args(["--", "/usr/bin/readlink", "-f"])
+            .arg(format!("/etc/service/{service}"))
+            .output()
             .unwrap();
+        assert_eq!(
+            text(&resolved.stdout).trim(),
+            format!("/etc/sv/{service}"),
+            "{}",
+            text(&resolved.stderr)
+        );
+    }
     assert_eq!(
         settings["Infrastructure"]["Settings"]["Sources"][0]["Type"],
         "File"
@@ -382,6 +416,155 @@ fn warden_stemcell_passes_the_audit() {
         .collect();
     assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
     assert!(out.status.success());
+}
+
+/// The build's own tree of the openstack stemcell (the disk is made from it), audited as a
+/// directory: audit does not read a VM stemcell's disk.
+fn openstack_tree() -> PathBuf {
+    built().dir.join("work-openstack/chroot")
+}
+
+#[test]
+fn openstack_tree_passes_the_audit() {
+    let out = Command::new(support::bin())
+        .arg("audit")
+        .arg(openstack_tree())
+        .args([
+            "--kind",
+            "stemcell",
+            "--iaas",
+            "openstack",
+            "--commands",
+            "run",
+            "--format",
+            "json",
+        ])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", text(&out.stderr)));
+    let not_passing: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| format!("{} {}: {}", r["status"], r["id"], r["detail"]))
+        .collect();
+    assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
+    assert!(out.status.success());
+}
+
+/// As tests/audit.rs does for the OS image, for the checks that apply to stemcells only: each
+/// one's mutation, on the warden stemcell's tree (checks for warden) or on the openstack build's
+/// tree (checks for VMs), makes exactly that check fail, and is undone.
+#[test]
+fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
+    use stemcell_builder::audit::checks::{self, TargetKind};
+    use stemcell_builder::audit::eval::{Exec, Status};
+    use stemcell_builder::audit::{applicable, audit_tree, mutate};
+
+    let all = checks::load_dir(&support::repo().join("assets/checks")).unwrap();
+    let stemcell_only: Vec<_> = all
+        .iter()
+        .filter(|c| !c.applies_to.kinds.contains(&TargetKind::OsImage))
+        .collect();
+    let applies =
+        |c: &checks::Check, iaas: &str| c.applies_to.includes(TargetKind::Stemcell, Some(iaas));
+    let untried: Vec<&str> = stemcell_only
+        .iter()
+        .filter(|c| !applies(c, "warden") && !applies(c, "openstack"))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(
+        untried.is_empty(),
+        "checks neither tree can try: {untried:?}"
+    );
+
+    let warden_dir = built().dir.join("mutations-warden");
+    let _ = fs::remove_dir_all(&warden_dir);
+    fs::create_dir_all(&warden_dir).unwrap();
+    let image = member(&built().warden, "image", &warden_dir);
+    let warden_root = warden_dir.join("root");
+    let out = Command::new(support::bin())
+        .arg("unpack")
+        .arg(&image)
+        .arg(&warden_root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let openstack_scratch = built().dir.join("mutations-openstack");
+    let _ = fs::remove_dir_all(&openstack_scratch);
+    fs::create_dir_all(&openstack_scratch).unwrap();
+
+    let failing = |report: &stemcell_builder::audit::report::Report| -> Vec<String> {
+        report
+            .results
+            .iter()
+            .filter(|r| r.status != Status::Pass)
+            .map(|r| format!("{} ({})", r.id, r.detail))
+            .collect()
+    };
+    let mut problems = vec![];
+    let mut tried = 0;
+    for (root, scratch, iaas) in [
+        (warden_root.clone(), warden_dir.clone(), "warden"),
+        (openstack_tree(), openstack_scratch, "openstack"),
+    ] {
+        let audit = || {
+            audit_tree(
+                &root,
+                iaas,
+                TargetKind::Stemcell,
+                Some(iaas),
+                &all,
+                Exec::With(support::bin()),
+            )
+        };
+        let baseline = audit();
+        assert!(
+            failing(&baseline).is_empty(),
+            "{iaas}: the unmutated tree passes: {:?}",
+            failing(&baseline)
+        );
+        let here = applicable(&all, TargetKind::Stemcell, Some(iaas));
+        for check in stemcell_only
+            .iter()
+            .filter(|c| here.iter().any(|h| h.id == c.id))
+        {
+            // A check both trees hold is tried once, on the warden tree.
+            if iaas == "openstack" && applies(check, "warden") {
+                continue;
+            }
+            tried += 1;
+            let applied = match mutate::apply(&root, &scratch, &check.mutation) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    problems.push(format!(
+                        "{iaas} {}: mutation does not apply: {e:#}",
+                        check.id
+                    ));
+                    continue;
+                }
+            };
+            let report = audit();
+            applied.undo().expect("the mutation is undone");
+            let failed = failing(&report);
+            if !(failed.len() == 1 && failed[0].starts_with(&format!("{} (", check.id))) {
+                problems.push(format!(
+                    "{iaas} {}: its mutation made these fail: {failed:?}",
+                    check.id
+                ));
+            }
+        }
+        assert!(
+            failing(&audit()).is_empty(),
+            "{iaas}: every mutation was undone"
+        );
+    }
+    assert_eq!(tried, stemcell_only.len(), "every stemcell check was tried");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let _ = fs::remove_dir_all(&warden_dir);
 }
 
 trait ModeExt {
@@ -540,6 +723,14 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         log.contains("bosh-stemcell login:"),
         "the stemcell's hostname on the console"
     );
+    // GRUB booted the kernel with the stemcell's options and keeps grub.cfg root's alone.
+    let facts = log
+        .lines()
+        .find(|l| l.contains("BOOT-FACTS: "))
+        .unwrap_or_else(|| panic!("the probe printed no BOOT-FACTS:\n{}", tail(&console)));
+    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+        assert!(facts.contains(want), "{want}: {facts}");
+    }
     // logrotate made rsyslog reopen its file: the line logged after rotation is in the new one.
     let probe: Vec<&str> = log
         .lines()
@@ -550,6 +741,142 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         "{probe:?}\n{}",
         tail(&console)
     );
+}
+
+/// Boots a raw disk under qemu (no KVM, serial console) until the boot probe reports
+/// multi-user.target; `firmware` are the extra arguments (OVMF's flash for EFI). Returns the
+/// console log.
+fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
+    let console = dir.join("console.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-net",
+            "none",
+            "-snapshot",
+        ])
+        .args(firmware)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&console).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let mut booted = false;
+    while Instant::now() < deadline {
+        let seen = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
+        booted =
+            seen.contains("BOOT-PROBE: multi-user.target reached") && seen.contains("BOOT-FACTS: ");
+        if booted {
+            break;
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            panic!(
+                "qemu exited ({status}) before multi-user:\n{}",
+                tail(&console)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(booted, "no multi-user within 400 s:\n{}", tail(&console));
+    // Firmware and GRUB write bytes that are not UTF-8.
+    String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    let vars = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    assert!(
+        code.exists() && vars.exists(),
+        "run scripts/install.sh --deps-only (installs ovmf)"
+    );
+    let dir = built().dir.join("vsphere");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let (os_image, _) = support::default_os_image();
+    let stages = built().dir.join("stages-with-boot-probe");
+    let out = build_stemcell(
+        &dir,
+        os_image.to_str().unwrap(),
+        "vsphere",
+        &["--stages-dir", stages.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "vsphere: {}", text(&out.stderr));
+    let stemcell =
+        dir.join("out-vsphere/bosh-stemcell-1.2-vsphere-esxi-debian-trixie-go_agent.tgz");
+    let image = member(&stemcell, "image", &dir);
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ovf = fs::read_to_string(dir.join("image.ovf")).unwrap();
+    assert!(
+        ovf.contains(r#"vmw:key="firmware" vmw:value="efi""#),
+        "the descriptor asks for EFI firmware:\n{ovf}"
+    );
+    let raw = dir.join("root.raw");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(dir.join("image-disk1.vmdk"))
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // GPT: the EFI system partition first, then the root partition.
+    let table = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{table}");
+    assert_eq!(
+        parts[0]["type"].as_str().unwrap().to_uppercase(),
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "the first partition is the EFI system partition: {table}"
+    );
+    // OVMF with its own copy of the variable store; no CSM, so only GRUB EFI can boot it.
+    let vars_copy = dir.join("OVMF_VARS.fd");
+    fs::copy(vars, &vars_copy).unwrap();
+    let firmware = vec![
+        "-drive".to_string(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        ),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
+    ];
+    let log = boot_to_multi_user(&raw, &firmware, &dir);
+    let facts = log.lines().find(|l| l.contains("BOOT-FACTS: ")).unwrap();
+    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+        assert!(facts.contains(want), "{want}: {facts}");
+    }
+    assert!(
+        log.contains("/sys/firmware/efi present"),
+        "booted through EFI:\n{}",
+        log.lines()
+            .filter(|l| l.contains("BOOT-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
 
 fn tail(path: &Path) -> String {

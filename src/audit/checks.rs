@@ -135,6 +135,9 @@ pub enum Probe {
     /// A command run inside the tree through chroot-exec (the sandbox), its exit status and
     /// output checked. Commands must not change the tree.
     Command(CommandProbe),
+    /// The BOSH agent's settings file checked against the agent's own settings structures
+    /// (`agent_settings`): every key one the agent reads, with its type.
+    AgentSettings(AgentSettingsProbe),
 }
 
 impl Probe {
@@ -151,6 +154,7 @@ impl Probe {
             Probe::FilesWith(_) => "files_with",
             Probe::SshdOption(_) => "sshd_option",
             Probe::Command(_) => "command",
+            Probe::AgentSettings(_) => "agent_settings",
         }
     }
 }
@@ -351,6 +355,12 @@ pub struct SshdOptionProbe {
     pub value: String,
     #[serde(default = "sshd_config")]
     pub config: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettingsProbe {
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -560,6 +570,7 @@ fn validate(check: &Check) -> Result<()> {
             }
         }
         Probe::SshdOption(s) => absolute(&s.config)?,
+        Probe::AgentSettings(a) => absolute(&a.path)?,
         Probe::Command(c) => {
             c.stdout_matches
                 .iter()

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::checks::{
-    multiline, parse_mode, Check, CommandProbe, Condition, ContentProbe, FileProbe, FileType,
-    FilesWithProbe, GroupProbe, Having, Needs, PackageProbe, Probe, ServiceProbe, SshdOptionProbe,
-    SysctlProbe, TableProbe, UserProbe, Who,
+    multiline, parse_mode, AgentSettingsProbe, Check, CommandProbe, Condition, ContentProbe,
+    FileProbe, FileType, FilesWithProbe, GroupProbe, Having, Needs, PackageProbe, Probe,
+    ServiceProbe, SshdOptionProbe, SysctlProbe, TableProbe, UserProbe, Who,
 };
 use super::tree::{kind_of, Kind, Tree};
 
@@ -189,6 +189,7 @@ impl<'a> Evaluator<'a> {
             Probe::Table(p) => Outcome::from(self.table(p)),
             Probe::FilesWith(p) => Outcome::from(self.files_with(p)),
             Probe::SshdOption(p) => Outcome::from(self.sshd_option(p)),
+            Probe::AgentSettings(p) => Outcome::from(self.agent_settings(p)),
             Probe::Command(p) => match &self.exec {
                 Exec::Skip(why) => Outcome::skip(why.clone()),
                 Exec::With(_) => Outcome::from(self.command(p)),
@@ -332,6 +333,12 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(format!("{} ({kind:?}, {mode:04o})", p.path).to_lowercase())
+    }
+
+    fn agent_settings(&mut self, p: &AgentSettingsProbe) -> Verdict {
+        let text = self.read(&p.path)?;
+        super::agent_settings::validate(&text).map_err(|e| format!("{}: {e}", p.path))?;
+        Ok(format!("{} holds only keys the agent reads", p.path))
     }
 
     fn content(&mut self, p: &ContentProbe) -> Verdict {

@@ -6,6 +6,7 @@
 //! It never changes a directory it is given, except that chroot-exec places its daemon blocker
 //! there while a command runs, which is why commands run on directories only when asked.
 
+pub mod agent_settings;
 pub mod checks;
 pub mod eval;
 pub mod mutate;

@@ -1,6 +1,9 @@
 //! `disk-image`: a bootable disk from a root tree. A sparse raw file with one MBR partition,
 //! ext4 labelled `root`, the tree copied in, GRUB (BIOS) installed from the tree's own grub-pc,
-//! then converted with qemu-img to the IaaS's format.
+//! then converted with qemu-img to the IaaS's format. With EFI firmware: GPT, an EFI system
+//! partition (FAT32 labelled `EFI`, mounted on /boot/efi) before the root partition, and GRUB
+//! for x86_64-efi from the tree's grub-efi-amd64, at the removable-media path firmware boots
+//! without NVRAM entries (EFI/BOOT/BOOTX64.EFI).
 //!
 //! It works in a mount namespace of its own, so its mounts die with it, and its loop device
 //! has the autoclear flag: on every path, a failure or a SIGKILL included, neither a mount nor
@@ -34,6 +37,18 @@ pub enum DiskFormat {
     Vhd,
 }
 
+/// How the disk boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// MBR, GRUB for i386-pc (grub-pc in the tree).
+    Bios,
+    /// GPT with an EFI system partition, GRUB for x86_64-efi (grub-efi-amd64 in the tree).
+    Efi,
+}
+
+/// The EFI system partition's size.
+const ESP_MIB: u64 = 256;
+
 #[derive(Debug, Clone)]
 pub struct DiskPlan {
     pub tree: PathBuf,
@@ -41,6 +56,7 @@ pub struct DiskPlan {
     pub format: DiskFormat,
     /// Disk size; default: the tree's size with room to grow, at least 2 GiB.
     pub size_mib: Option<u64>,
+    pub firmware: Firmware,
 }
 
 /// The files `format` produces, in the order they go into a stemcell's `image`.
@@ -55,17 +71,25 @@ pub fn output_files(format: DiskFormat) -> &'static [&'static str] {
 /// Must run in a single-threaded process: it unshares its mount namespace.
 pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     crate::sandbox::own_mount_namespace()?;
-    if !plan.tree.join("usr/sbin/grub-install").exists() {
+    let (modules, package) = match plan.firmware {
+        Firmware::Bios => ("usr/lib/grub/i386-pc", "grub-pc"),
+        Firmware::Efi => ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
+    };
+    // BIOS: grub-install itself brings its i386-pc modules; EFI: the image is made from the
+    // x86_64-efi modules, which only grub-efi-amd64-bin brings.
+    let efi_modules = plan.firmware == Firmware::Bios || plan.tree.join(modules).is_dir();
+    if !plan.tree.join("usr/sbin/grub-install").exists() || !efi_modules {
         bail!(
-            "{} has no /usr/sbin/grub-install: install grub-pc in the tree first (the system_grub stage does)",
+            "{} has no /usr/sbin/grub-install with /{modules}: install {package} in the tree first (the system_grub stage does)",
             plan.tree.display()
         );
     }
     fs::create_dir_all(&plan.out_dir)
         .map_err(|e| crate::fsutil::io_error(e, "creating", &plan.out_dir))?;
+    let efi = plan.firmware == Firmware::Efi;
     let size_mib = plan
         .size_mib
-        .unwrap_or_else(|| default_size_mib(&plan.tree));
+        .unwrap_or_else(|| default_size_mib(&plan.tree) + if efi { ESP_MIB } else { 0 });
     let scratch = tempfile::Builder::new()
         .prefix(".disk-")
         .tempdir_in(&plan.out_dir)?;
@@ -73,10 +97,19 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
 
     let step = reporter.step(&format!("disk {size_mib} MiB"));
     let started = Instant::now();
-    make_partitioned_file(&raw, size_mib)?;
+    make_partitioned_file(&raw, size_mib, plan.firmware)?;
     {
         let mut device = LoopDevice::attach(&raw)?;
-        let partition = device.add_partitions()?;
+        let first = device.add_partitions()?;
+        // With EFI the ESP comes first and the root partition second.
+        let (esp, partition) = if efi {
+            (
+                Some(first),
+                wait_for(PathBuf::from(format!("{}p2", device.path.display())))?,
+            )
+        } else {
+            (None, first)
+        };
         step.line(&format!("{} on {}", partition.display(), raw.display()));
         run(
             Command::new("mkfs.ext4")
@@ -95,6 +128,14 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
         )
         .with_context(|| format!("mount -t ext4 {} {}", partition.display(), target.display()))?;
         let mounted = Mounted(target.clone());
+        if let Some(esp) = &esp {
+            run(
+                Command::new("mkfs.vfat")
+                    .args(["-F", "32", "-n", "EFI"])
+                    .arg(esp),
+                "mkfs.vfat (apt-get install -y dosfstools)",
+            )?;
+        }
         step.line("copying the tree");
         run(
             Command::new("cp")
@@ -103,7 +144,12 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
                 .arg(&target),
             "cp -a",
         )?;
-        fs::write(target.join("etc/fstab"), "# written by stemcell-builder disk-image\nLABEL=root / ext4 defaults,errors=remount-ro 0 1\n")?;
+        let mut fstab = String::from("# written by stemcell-builder disk-image\nLABEL=root / ext4 defaults,errors=remount-ro 0 1\n");
+        if efi {
+            fstab.push_str("LABEL=EFI /boot/efi vfat umask=0077,nofail 0 1\n");
+            fs::create_dir_all(target.join("boot/efi"))?;
+        }
+        fs::write(target.join("etc/fstab"), fstab)?;
         // grub-mkconfig would name the build host's loop partition as root= (it cannot see a
         // by-uuid link without udev); the label is what the booted VM will have.
         let grub_d = target.join("etc/default/grub.d");
@@ -113,7 +159,24 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
             "# written by stemcell-builder disk-image\nGRUB_DEVICE=LABEL=root\nGRUB_DISABLE_LINUX_UUID=true\n",
         )?;
         step.line("installing GRUB");
-        install_grub(&target, &device.path, &partition)?;
+        let efi_image = install_grub(&target, &device.path, &partition, esp.is_some())?;
+        if let Some(esp) = &esp {
+            // No FAT mount needed (nor possible on every host): mtools writes the partition.
+            let image = scratch.path().join("BOOTX64.EFI");
+            fs::write(&image, &efi_image)?;
+            let esp_arg = esp.display().to_string();
+            run(
+                Command::new("mmd").args(["-i", &esp_arg, "::/EFI", "::/EFI/BOOT"]),
+                "mmd (apt-get install -y mtools)",
+            )?;
+            run(
+                Command::new("mcopy")
+                    .args(["-i", &esp_arg])
+                    .arg(&image)
+                    .arg("::/EFI/BOOT/BOOTX64.EFI"),
+                "mcopy (apt-get install -y mtools)",
+            )?;
+        }
         drop(mounted);
         drop(device);
     }
@@ -121,7 +184,7 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
 
     let step = reporter.step(&format!("convert to {:?}", plan.format));
     let started = Instant::now();
-    let staged = convert(&raw, scratch.path(), plan.format, size_mib)?;
+    let staged = convert(&raw, scratch.path(), plan.format, size_mib, efi)?;
     // Final names only once every file is complete.
     let mut outputs = vec![];
     for file in staged {
@@ -151,7 +214,19 @@ fn default_size_mib(tree: &Path) -> u64 {
     ((used_mib * 3 / 2 + 512).div_ceil(256) * 256).max(2048)
 }
 
-fn make_partitioned_file(raw: &Path, size_mib: u64) -> Result<()> {
+/// A partition node appears asynchronously after partx.
+fn wait_for(node: PathBuf) -> Result<PathBuf> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while !node.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear after partx -a", node.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(node)
+}
+
+fn make_partitioned_file(raw: &Path, size_mib: u64, firmware: Firmware) -> Result<()> {
     let file = fs::File::create(raw).map_err(|e| crate::fsutil::io_error(e, "creating", raw))?;
     file.set_len(size_mib << 20)
         .map_err(|e| crate::fsutil::io_error(e, "sizing", raw))?;
@@ -165,11 +240,11 @@ fn make_partitioned_file(raw: &Path, size_mib: u64) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("running sfdisk: apt-get install -y fdisk")?;
-    sfdisk
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, type=83, bootable\n")?;
+    sfdisk.stdin.take().unwrap().write_all(match firmware {
+        Firmware::Bios => b"label: dos\nstart=2048, type=83, bootable\n".as_slice(),
+        // The ESP (type U) then the root partition (type L) to the end.
+        Firmware::Efi => b"label: gpt\nstart=2048, size=256MiB, type=U\ntype=L\n".as_slice(),
+    })?;
     let out = sfdisk.wait_with_output()?;
     if !out.status.success() {
         bail!(
@@ -184,21 +259,40 @@ fn make_partitioned_file(raw: &Path, size_mib: u64) -> Result<()> {
 /// GRUB runs in the tree's sandbox with exactly two host devices: the loop disk it writes its
 /// boot code to and the partition it finds /boot on (grub-probe maps the mounted filesystem to
 /// a node in /dev). No extra capability: writing to a block device needs none.
-fn install_grub(root: &Path, disk: &Path, partition: &Path) -> Result<()> {
+/// With `efi`, returns GRUB's EFI image (for the ESP's removable-media path EFI/BOOT/BOOTX64.EFI,
+/// which firmware boots with no NVRAM entry): built in the tree by grub-mkimage, with an early
+/// config that finds the root partition by its label and reads /boot/grub from it, where the
+/// modules are copied.
+fn install_grub(root: &Path, disk: &Path, partition: &Path, efi: bool) -> Result<Vec<u8>> {
     let exe = std::env::current_exe()?;
-    let script = format!(
-        "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} && update-grub",
-        disk = disk.display()
-    );
+    // grub.cfg is root's alone (the reference's STIG V-38583/V-38579/V-38581).
+    let config =
+        "update-grub >&2 && chown root:root /boot/grub/grub.cfg && chmod 0600 /boot/grub/grub.cfg";
+    let script = if efi {
+        format!(
+            "mkdir -p /boot/grub/x86_64-efi && cp /usr/lib/grub/x86_64-efi/*.mod /usr/lib/grub/x86_64-efi/*.lst /boot/grub/x86_64-efi/ \
+             && printf 'search --no-floppy --label root --set=root\\nset prefix=($root)/boot/grub\\n' >/boot/grub/early-efi.cfg \
+             && {config} \
+             && grub-mkimage -O x86_64-efi -o /boot/grub/x86_64-efi/BOOTX64.EFI -c /boot/grub/early-efi.cfg -p /boot/grub \
+                part_gpt part_msdos ext2 fat search search_label search_fs_uuid normal configfile linux echo gzio all_video \
+             && cat /boot/grub/x86_64-efi/BOOTX64.EFI"
+        )
+    } else {
+        format!(
+            "grub-install --target=i386-pc --boot-directory=/boot --modules='part_msdos ext2' {disk} >&2 && {config}",
+            disk = disk.display()
+        )
+    };
     let mut command = Command::new(exe);
     // If we are killed, GRUB's chroot (and its hold on our mount) must go too.
     crate::sandbox::die_with_parent(&mut command);
-    let out = command
+    command
         .arg("chroot-exec")
         .arg("--device")
         .arg(disk)
         .arg("--device")
-        .arg(partition)
+        .arg(partition);
+    let out = command
         .arg(root)
         .args(["--", "/bin/sh", "-ec", &script])
         .output()
@@ -215,10 +309,16 @@ fn install_grub(root: &Path, disk: &Path, partition: &Path) -> Result<()> {
             .collect();
         bail!("installing GRUB into the disk failed:\n{}", tail.join("\n"));
     }
-    Ok(())
+    Ok(if efi { out.stdout } else { vec![] })
 }
 
-fn convert(raw: &Path, dir: &Path, format: DiskFormat, size_mib: u64) -> Result<Vec<PathBuf>> {
+fn convert(
+    raw: &Path,
+    dir: &Path,
+    format: DiskFormat,
+    size_mib: u64,
+    efi: bool,
+) -> Result<Vec<PathBuf>> {
     let qemu = |args: &[&str], out: &Path| -> Result<()> {
         run(
             Command::new("qemu-img")
@@ -253,7 +353,7 @@ fn convert(raw: &Path, dir: &Path, format: DiskFormat, size_mib: u64) -> Result<
             let ovf_path = dir.join("image.ovf");
             fs::write(
                 &ovf_path,
-                ovf::descriptor(size_mib << 20, fs::metadata(&vmdk)?.len()),
+                ovf::descriptor(size_mib << 20, fs::metadata(&vmdk)?.len(), efi),
             )?;
             let manifest = format!(
                 "SHA256(image.ovf)= {}\nSHA256(image-disk1.vmdk)= {}\n",

@@ -1,6 +1,12 @@
 //! A minimal OVF 1.0 descriptor for the vSphere stemcell: one VM, one streamOptimized disk.
 
-pub fn descriptor(capacity_bytes: u64, vmdk_bytes: u64) -> String {
+pub fn descriptor(capacity_bytes: u64, vmdk_bytes: u64, efi: bool) -> String {
+    // vSphere boots the VM with EFI firmware when the hardware section says so.
+    let firmware = if efi {
+        "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\" vmw:value=\"efi\"/>"
+    } else {
+        ""
+    };
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
@@ -71,7 +77,7 @@ pub fn descriptor(capacity_bytes: u64, vmdk_bytes: u64) -> String {
         <rasd:InstanceID>5</rasd:InstanceID>
         <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
         <rasd:ResourceType>10</rasd:ResourceType>
-      </Item>
+      </Item>{firmware}
     </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>

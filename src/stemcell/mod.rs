@@ -121,6 +121,16 @@ impl Packager for StemcellPackager {
             "--iaas",
         );
         settings.fixed("image_format", self.format.name(), "--format");
+        // vSphere stemcells boot with EFI, as the reference's (image_create_efi).
+        settings.fixed(
+            "firmware",
+            if target.iaas == "vsphere" {
+                "efi"
+            } else {
+                "bios"
+            },
+            "--iaas",
+        );
         settings.fixed(
             "disk_dir",
             Self::disk_dir(work).display().to_string(),
