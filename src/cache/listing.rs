@@ -55,6 +55,7 @@ const PARTIAL_GRACE_SECONDS: u64 = 3600;
 impl Cache {
     /// Every entry and leftover, newest use first within each kind.
     pub fn list(&self) -> Result<Vec<Listed>> {
+        self.check_ours()?;
         let mut out = Vec::new();
         for kind in Kind::ALL {
             let dir = self.root.join(kind.dir());
@@ -65,6 +66,18 @@ impl Cache {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let path = entry.path();
+                // Only names this cache writes: KEY.tar.zst, KEY.json, .KEY….partial.
+                let key_part = name
+                    .strip_suffix(".tar.zst")
+                    .or_else(|| name.strip_suffix(".json"))
+                    .or_else(|| {
+                        name.strip_prefix('.')
+                            .and_then(|n| n.strip_suffix(".partial"))
+                            .and_then(|n| n.split('.').next())
+                    });
+                if key_part.is_none_or(|k| super::check_key(k).is_err()) {
+                    continue;
+                }
                 let Ok(meta) = entry.metadata() else { continue };
                 let mtime = meta
                     .modified()
@@ -135,6 +148,8 @@ fn file_size(path: &Path) -> u64 {
 
 /// Removes what `policy` says; returns the removed entries.
 pub fn prune(cache: &Cache, policy: PrunePolicy) -> Result<Vec<Listed>> {
+    // Before the lock, which would make any directory look like a cache.
+    cache.check_ours()?;
     let _lock = cache.lock()?;
     let now = now();
     let mut removed = Vec::new();
@@ -291,6 +306,44 @@ mod tests {
         assert_eq!(removed[0].key, "b1");
         let left: Vec<_> = cache.list().unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(left, ["l1", "l2"]);
+    }
+
+    #[test]
+    fn prune_and_ls_refuse_what_is_not_a_cache_of_ours_and_delete_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // A foreign directory shaped like a cache: its files are somebody's.
+        let foreign = dir.path().join("project");
+        std::fs::create_dir_all(foreign.join("base")).unwrap();
+        std::fs::create_dir_all(foreign.join("layers")).unwrap();
+        std::fs::write(foreign.join("base/package.json"), "{}").unwrap();
+        std::fs::write(foreign.join("layers/abc.tar.zst"), "x").unwrap();
+        let cache = Cache::new(&foreign);
+        let policy = PrunePolicy {
+            keep: Some(0),
+            older_than_days: Some(0),
+        };
+        let err = prune(&cache, policy).unwrap_err().to_string();
+        assert!(err.contains("not a stemcell-builder cache"), "{err}");
+        assert!(cache.list().is_err());
+        assert!(foreign.join("base/package.json").exists());
+        assert!(foreign.join("layers/abc.tar.zst").exists());
+        assert!(!foreign.join(".lock").exists(), "no lock left behind");
+        let missing = Cache::new(&dir.path().join("nothing-here"));
+        let err = missing.list().unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!dir.path().join("nothing-here").exists());
+
+        // A cache of ours whose layers dir is a symlink to somebody's files.
+        let ours = Cache::new(&dir.path().join("cache"));
+        stored(&ours, Kind::Base, "b1", now(), dir.path());
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("k.tar.zst"), "x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("cache/layers")).unwrap();
+        let err = prune(&ours, policy).unwrap_err().to_string();
+        assert!(err.contains("refusing"), "{err}");
+        assert!(elsewhere.join("k.tar.zst").exists());
+        assert!(ours.archive_path(Kind::Base, "b1").exists());
     }
 
     #[test]

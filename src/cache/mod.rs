@@ -81,6 +81,9 @@ pub enum Lookup {
     Corrupt(String),
 }
 
+/// The file that makes a directory a cache of ours (see [`Cache::check_ours`]).
+pub const MARKER: &str = ".stemcell-builder-cache";
+
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
@@ -112,10 +115,56 @@ impl Cache {
         self.root.join(kind.dir()).join(format!("{key}.json"))
     }
 
-    /// The cache's lock, held while entries are renamed in, deleted or pruned.
+    /// Fails unless the root is a cache a build of ours wrote to (it holds [`MARKER`]): `cache
+    /// ls` and `cache prune` read and delete only there, never in a directory someone pointed
+    /// `--cache-dir` at by mistake, and never through a symlinked kind directory.
+    pub fn check_ours(&self) -> Result<()> {
+        let root = self.root.display();
+        match std::fs::metadata(&self.root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "cache dir {root} does not exist: nothing is cached there yet (pass the --cache-dir your builds use)"
+            ),
+            Err(e) => return Err(crate::fsutil::io_error(e, "cannot read cache dir", &self.root)),
+            Ok(meta) if !meta.is_dir() => {
+                bail!("cache dir {root} is not a directory: pass the --cache-dir your builds use")
+            }
+            Ok(_) => {}
+        }
+        if !self
+            .root
+            .join(MARKER)
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file())
+        {
+            bail!(
+                "{root} is not a stemcell-builder cache (it has no {MARKER}, which a build writes when it first stores there): refusing to read or prune it; pass the --cache-dir your builds use"
+            );
+        }
+        for kind in Kind::ALL {
+            let dir = self.root.join(kind.dir());
+            if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                bail!(
+                    "{} is not a directory (a symlink?): refusing to read or prune through it; remove it and let the next build make it again",
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The cache's lock, held while entries are renamed in, deleted or pruned. Taking it marks
+    /// the root as a cache of ours.
     pub(crate) fn lock(&self) -> Result<Flock<File>> {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| crate::fsutil::io_error(e, "creating", &self.root))?;
+        let marker = self.root.join(MARKER);
+        if marker.symlink_metadata().is_err() {
+            std::fs::write(
+                &marker,
+                "stemcell-builder's cache: `stemcell-builder cache ls` shows it, `cache prune` bounds it\n",
+            )
+            .map_err(|e| crate::fsutil::io_error(e, "creating", &marker))?;
+        }
         let path = self.root.join(".lock");
         let file = OpenOptions::new()
             .read(true)
@@ -316,7 +365,7 @@ fn write_record(path: &Path, record: &Record) -> Result<()> {
 }
 
 /// Keys become file names: hex digests, or a base's `SUITE-ARCH-HEX`.
-fn check_key(key: &str) -> Result<()> {
+pub(crate) fn check_key(key: &str) -> Result<()> {
     if key.is_empty()
         || key.len() > 128
         || !key
