@@ -1019,6 +1019,21 @@ impl TaskDir {
                 .unwrap();
             assert!(status.success());
         }
+        // Concourse's git resource hands over a checkout: stages read its commit
+        // (system_parameters writes it as stemcell_git_sha1).
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(&repo_input)
+                .args(["-c", "user.name=ci", "-c", "user.email=ci@localhost"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "the stemcell-builder input"]);
         TaskDir { dir, task }
     }
 
