@@ -420,8 +420,36 @@ fn warden_stemcell_passes_the_audit() {
 
 /// The build's own tree of the openstack stemcell (the disk is made from it), audited as a
 /// directory: audit does not read a VM stemcell's disk.
+/// A layered build leaves its tree in layers (`chroot/` is only the stages' mount point): the
+/// merged view is copied once, so the audit's commands and the mutation test may write to it.
 fn openstack_tree() -> PathBuf {
-    built().dir.join("work-openstack/chroot")
+    static TREE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TREE.get_or_init(|| {
+        let copy = built().dir.join("openstack-tree");
+        if copy.exists() {
+            let status = Command::new("rm")
+                .args(["-rf", "--one-file-system"])
+                .arg(&copy)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let merged = support::MergedTree::new(&built().dir.join("work-openstack"));
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(merged.path())
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "copying the openstack tree: {}",
+            text(&out.stderr)
+        );
+        assert!(copy.join("etc/passwd").is_file(), "the copy holds the tree");
+        copy
+    })
+    .clone()
 }
 
 #[test]
