@@ -872,6 +872,7 @@ fn stemcell_build(
     let collection = args
         .collection
         .unwrap_or_else(|| format!("stemcell-{}", target.iaas));
+    let builder_commit = crate::stemcell::commit::of_checkout(&stages_dir);
     let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,
@@ -901,6 +902,7 @@ fn stemcell_build(
         output_dir: args.output_dir,
         disk_size_mib: args.disk_size_mib,
         collection,
+        builder_commit,
     };
     Ok((plan, packager))
 }

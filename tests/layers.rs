@@ -912,3 +912,130 @@ cat "$chroot/etc/from-the-os-image" >"$chroot/seen-os""#,
     assert_eq!(status(&third, "02-dev_tools"), "cached (work dir)");
     work_mounts_gone(&f, &f.work());
 }
+
+#[test]
+fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_instead_of_reusing_its_layer() {
+    let f = Fixture::new();
+    // write_file gives its files to root:root, which the tree's own user database names.
+    fs::write(
+        f.base().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(f.base().join("etc/group"), "root:x:0:\n").unwrap();
+    let image = f.path().join("os-image.tgz");
+    let pack = Command::new(support::bin())
+        .arg("pack")
+        .arg(f.base())
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    f.collection(&["system_parameters"]);
+    let stage = f.stages().join("system_parameters");
+    fs::create_dir_all(&stage).unwrap();
+    fs::copy(
+        support::repo().join("stages/system_parameters/apply.sh"),
+        stage.join("apply.sh"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(f.stages())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    let commit = |message: &str| {
+        fs::write(f.stages().join("NOTES"), message).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", message]);
+        git(&["rev-parse", "HEAD"])
+    };
+    let agent = f.path().join("agent");
+    fs::write(&agent, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let stemcell = |extra: &[&str]| {
+        Command::new(support::bin())
+            .args(["build-stemcell", "--iaas", "warden", "--version", "1.2"])
+            .args(["--os", "debian-trixie", "--collection", "test"])
+            .arg("--os-image")
+            .arg(&image)
+            .arg("--agent")
+            .arg(&agent)
+            .arg("--stages-dir")
+            .arg(f.stages())
+            .arg("--work-dir")
+            .arg(f.work())
+            .arg("--output-dir")
+            .arg(f.out_dir())
+            .arg("--cache-dir")
+            .arg(f.path().join("cache"))
+            // The stage's layer is what is checked; packaging needs stages this test has not.
+            .args(["--until", "system_parameters"])
+            .args(extra)
+            .env_remove("resume_from")
+            .env_remove("IAAS")
+            .output()
+            .unwrap()
+    };
+    let recorded = || {
+        fs::read_to_string(
+            f.layer("01-system_parameters")
+                .join("var/vcap/bosh/etc/stemcell_git_sha1"),
+        )
+        .unwrap()
+    };
+
+    // Outside a checkout the stage cannot tell the commit, and says how to give it.
+    let out = stemcell(&[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pass --set stemcell_git_sha1=SHA"),
+        "{}",
+        text(&out.stderr)
+    );
+    let given = "0123456789abcdef0123456789abcdef01234567";
+    ok(&stemcell(&["--set", &format!("stemcell_git_sha1={given}")]));
+    assert_eq!(recorded(), given);
+
+    git(&["init", "-q"]);
+    let first = commit("first");
+    let out = stemcell(&[]);
+    ok(&out);
+    assert_eq!(
+        status(&out, "01-system_parameters"),
+        "ran (settings changed)"
+    );
+    assert_eq!(recorded(), first);
+
+    // The stage's files are the same at the next commit; the recorded commit is not.
+    let second = commit("second");
+    let out = stemcell(&[]);
+    ok(&out);
+    assert_eq!(
+        status(&out, "01-system_parameters"),
+        "ran (settings changed)"
+    );
+    assert_eq!(recorded(), second);
+    let out = stemcell(&[]);
+    ok(&out);
+    assert_eq!(status(&out, "01-system_parameters"), "cached (work dir)");
+
+    // Uncommitted changes to tracked files are marked, as the reference marks them.
+    fs::write(f.stages().join("NOTES"), "edited").unwrap();
+    let out = stemcell(&[]);
+    ok(&out);
+    assert_eq!(recorded(), format!("{second}+"));
+    work_mounts_gone(&f, &f.work());
+}

@@ -16,7 +16,6 @@
 mod support;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -80,6 +79,8 @@ fn built() -> &'static Built {
         let out = build_stemcell(&dir, image, "warden", &[]);
         assert!(out.status.success(), "warden: {}", text(&out.stderr));
         let stages = stages_with_boot_probe(&dir);
+        // That stages dir is outside the checkout: the commit is given, as from a tarball.
+        let commit = format!("stemcell_git_sha1={}", head_commit());
         let out = build_stemcell(
             &dir,
             image,
@@ -89,6 +90,8 @@ fn built() -> &'static Built {
                 "kvm",
                 "--stages-dir",
                 stages.to_str().unwrap(),
+                "--set",
+                &commit,
             ],
         );
         assert!(out.status.success(), "openstack: {}", text(&out.stderr));
@@ -100,6 +103,17 @@ fn built() -> &'static Built {
             dir,
         }
     })
+}
+
+/// The commit of the checkout under test.
+fn head_commit() -> String {
+    let head = Command::new("git")
+        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "{}", text(&head.stderr));
+    text(&head.stdout).trim().to_string()
 }
 
 /// The repository's stages (linked) plus `test_boot_probe`, run just before `image_disk`.
@@ -330,13 +344,8 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
     assert_eq!(etc("stemcell_version"), "1.2");
     assert_eq!(etc("infrastructure"), "warden");
     assert_eq!(etc("operating_system"), "debian");
-    let head = Command::new("git")
-        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
-        .current_dir(support::repo())
-        .output()
-        .unwrap();
     assert!(
-        etc("stemcell_git_sha1").starts_with(text(&head.stdout).trim()),
+        etc("stemcell_git_sha1").starts_with(&head_commit()),
         "{} is the checkout's commit",
         etc("stemcell_git_sha1")
     );
@@ -694,68 +703,13 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         text(&info.stdout)
     );
 
-    let console = dir.path().join("console.log");
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-            "-net",
-            "none",
-            "-snapshot",
-        ])
-        .arg("-drive")
-        .arg(format!("file={},format=qcow2,if=virtio", disk.display()))
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&console).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Software emulation only: allow generous time, but bounded.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let (mut booted, mut probed) = (false, false);
-    while Instant::now() < deadline {
-        let mut seen = String::new();
-        fs::File::open(&console)
-            .unwrap()
-            .read_to_string(&mut seen)
-            .ok();
-        let multi_user = (seen.contains("Reached target") && seen.contains("Multi-User System"))
-            || seen.contains("BOOT-PROBE: multi-user.target reached");
-        booted = multi_user && seen.contains("login:");
-        probed = seen.contains("ROTATION-PROBE: PASS") || seen.contains("ROTATION-PROBE: FAIL");
-        if booted && probed {
-            break;
-        }
-        if let Ok(Some(status)) = qemu.try_wait() {
-            panic!(
-                "qemu exited ({status}) before multi-user:\n{}",
-                tail(&console)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    assert!(booted, "no multi-user within 300 s:\n{}", tail(&console));
-    assert!(
-        probed,
-        "the rotation probe said nothing within 300 s:\n{}",
-        tail(&console)
-    );
-    let log = fs::read_to_string(&console).unwrap_or_default();
-    assert!(
-        log.contains("bosh-stemcell login:"),
-        "the stemcell's hostname on the console"
-    );
+    // The probe reports the rotation before multi-user; the getty shows the stemcell's hostname.
+    let log = boot_to_multi_user(&disk, "qcow2", &[], dir.path(), &["bosh-stemcell login:"]);
     // GRUB booted the kernel with the stemcell's options and keeps grub.cfg root's alone.
     let facts = log
         .lines()
         .find(|l| l.contains("BOOT-FACTS: "))
-        .unwrap_or_else(|| panic!("the probe printed no BOOT-FACTS:\n{}", tail(&console)));
+        .expect("boot_to_multi_user waits for BOOT-FACTS");
     for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
         assert!(facts.contains(want), "{want}: {facts}");
     }
@@ -767,14 +721,20 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
     assert!(
         probe.iter().any(|l| l.contains("ROTATION-PROBE: PASS")),
         "{probe:?}\n{}",
-        tail(&console)
+        tail(&dir.path().join("console.log"))
     );
 }
 
-/// Boots a raw disk under qemu (no KVM, serial console) until the boot probe reports
-/// multi-user.target; `firmware` are the extra arguments (OVMF's flash for EFI). Returns the
-/// console log.
-fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
+/// Boots a disk under qemu (no KVM, serial console) until the boot probe reports
+/// multi-user.target and the console shows every line of `also`; `firmware` are the extra
+/// arguments (OVMF's flash for EFI). Returns the console log.
+fn boot_to_multi_user(
+    disk: &Path,
+    format: &str,
+    firmware: &[String],
+    dir: &Path,
+    also: &[&str],
+) -> String {
     let console = dir.join("console.log");
     // One vCPU: under multi-threaded TCG a second vCPU can run the kernel's code while the
     // kernel patches it (static keys), which oopsed early in boot ("Oops: int3" in
@@ -793,7 +753,7 @@ fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
         ])
         .args(firmware)
         .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .arg(format!("file={},format={format},if=virtio", disk.display()))
         .stdin(Stdio::null())
         .stdout(fs::File::create(&console).unwrap())
         .stderr(Stdio::null())
@@ -803,8 +763,9 @@ fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
     let mut booted = false;
     while Instant::now() < deadline {
         let seen = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned();
-        booted =
-            seen.contains("BOOT-PROBE: multi-user.target reached") && seen.contains("BOOT-FACTS: ");
+        booted = seen.contains("BOOT-PROBE: multi-user.target reached")
+            && seen.contains("BOOT-FACTS: ")
+            && also.iter().all(|line| seen.contains(line));
         if booted {
             break;
         }
@@ -818,7 +779,11 @@ fn boot_to_multi_user(disk: &Path, firmware: &[String], dir: &Path) -> String {
     }
     let _ = qemu.kill();
     let _ = qemu.wait();
-    assert!(booted, "no multi-user within 400 s:\n{}", tail(&console));
+    assert!(
+        booted,
+        "no multi-user (and {also:?}) within 400 s:\n{}",
+        tail(&console)
+    );
     // Firmware and GRUB write bytes that are not UTF-8.
     String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned()
 }
@@ -840,7 +805,12 @@ fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
         &dir,
         os_image.to_str().unwrap(),
         "vsphere",
-        &["--stages-dir", stages.to_str().unwrap()],
+        &[
+            "--stages-dir",
+            stages.to_str().unwrap(),
+            "--set",
+            &format!("stemcell_git_sha1={}", head_commit()),
+        ],
     );
     assert!(out.status.success(), "vsphere: {}", text(&out.stderr));
     let stemcell =
@@ -894,7 +864,7 @@ fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
         "-drive".to_string(),
         format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
     ];
-    let log = boot_to_multi_user(&raw, &firmware, &dir);
+    let log = boot_to_multi_user(&raw, "raw", &firmware, &dir, &[]);
     let facts = log.lines().find(|l| l.contains("BOOT-FACTS: ")).unwrap();
     for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
         assert!(facts.contains(want), "{want}: {facts}");

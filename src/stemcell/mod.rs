@@ -2,6 +2,7 @@
 //! image (local or in S3) as its base, then this packager writes `image` in the IaaS's format,
 //! the manifest, package list, dev-tools list and SBOMs, tarred in BOSH's order.
 
+pub mod commit;
 pub mod iaas;
 pub mod inspect;
 pub mod manifest;
@@ -35,6 +36,8 @@ pub struct StemcellPackager {
     pub disk_size_mib: Option<u64>,
     /// The collection the stages come from (named when the disk is missing).
     pub collection: String,
+    /// The builder's commit (`commit::of_checkout` of the stages dir), if it is in a checkout.
+    pub builder_commit: Option<String>,
 }
 
 impl StemcellPackager {
@@ -121,6 +124,9 @@ impl Packager for StemcellPackager {
             "--iaas",
         );
         settings.fixed("image_format", self.format.name(), "--format");
+        if let Some(sha) = &self.builder_commit {
+            settings.default_value("stemcell_git_sha1", sha);
+        }
         // vSphere stemcells boot with EFI, as the reference's (image_create_efi).
         settings.fixed(
             "firmware",

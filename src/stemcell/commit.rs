@@ -1,0 +1,36 @@
+//! The builder's commit, as `/var/vcap/bosh/etc/stemcell_git_sha1` records it. The builder
+//! reads it, not the stage: a setting is part of every later layer's key, so a build from a
+//! new commit cannot reuse a cached layer that still names the old one.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `SHA` of the git checkout holding `dir`, with `+` when tracked files differ from it (as the
+/// reference records it); None when `dir` is not in a checkout or git is missing.
+pub fn of_checkout(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(["-c", "safe.directory=*", "-C"])
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+    };
+    let head = git(&["rev-parse", "HEAD"]).filter(|out| out.status.success())?;
+    let sha = String::from_utf8(head.stdout).ok()?.trim().to_string();
+    let clean = git(&["diff", "--quiet", "HEAD", "--"]).is_some_and(|out| out.status.success());
+    Some(if clean { sha } else { format!("{sha}+") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_outside_any_checkout_has_no_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(of_checkout(dir.path()), None);
+    }
+}
