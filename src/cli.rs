@@ -479,6 +479,9 @@ pub enum AuditFormat {
 }
 
 fn audit(args: AuditArgs) -> Result<ExitCode> {
+    if let Some(iaas) = &args.iaas {
+        crate::stemcell::iaas::resolve(iaas, None)?;
+    }
     let assets = args.assets_dir.unwrap_or_else(|| shipped_dir("assets"));
     let plan = crate::audit::AuditPlan {
         target: args.target,
@@ -491,8 +494,8 @@ fn audit(args: AuditArgs) -> Result<ExitCode> {
     };
     let report = crate::audit::run(&plan)?;
     match args.format {
-        AuditFormat::Table => print!("{}", report.table()),
-        AuditFormat::Json => println!("{}", report.json()),
+        AuditFormat::Table => crate::out!("{}", report.table())?,
+        AuditFormat::Json => crate::outln!("{}", report.json())?,
     }
     Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
@@ -540,6 +543,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // A reader that stopped reading (`| head`) wanted no more: not an error.
+        Err(err) if crate::output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -555,7 +560,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cache(CacheCommand::Ls(args)) => {
             let cache = crate::cache::Cache::new(&args.cache_dir);
-            print!("{}", crate::cache::render_list(&cache, &cache.list()?));
+            crate::out!("{}", crate::cache::render_list(&cache, &cache.list()?))?;
         }
         Command::Cache(CacheCommand::Prune(args)) => {
             let cache = crate::cache::Cache::new(&args.cache.cache_dir);
@@ -568,13 +573,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             let freed: u64 = removed.iter().map(|e| e.bytes).sum();
             for entry in &removed {
-                println!("removed {} {} {}", entry.kind.name(), entry.key, entry.name);
+                crate::outln!("removed {} {} {}", entry.kind.name(), entry.key, entry.name)?;
             }
-            println!(
+            crate::outln!(
                 "removed {} entries, {} freed",
                 removed.len(),
                 crate::cache::listing::human_bytes(freed)
-            );
+            )?;
         }
         Command::Shell(args) => {
             // Before any thread: the merged tree is mounted in this process's own namespace.
@@ -591,18 +596,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .clone()
                 .unwrap_or_else(|| def.collection.clone());
             let stages = crate::pipeline::resolve_collection(&stages_dir, &collection)?.stages;
-            println!(
+            crate::outln!(
                 "# {} stages of collection '{collection}' for {}",
                 stages.len(),
                 def.name
-            );
+            )?;
             for stage in stages {
                 let config = if stage.config_script().is_some() {
                     "  (config.sh)"
                 } else {
                     ""
                 };
-                println!("{:02} {}{config}", stage.position, stage.name);
+                crate::outln!("{:02} {}{config}", stage.position, stage.name)?;
             }
         }
         Command::ChrootExec(args) => {
@@ -640,7 +645,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None,
                 &Reporter::detect(),
             )?;
-            println!("{}  {}", files.sha256, files.image.display());
+            crate::outln!("{}  {}", files.sha256, files.image.display())?;
         }
         Command::Unpack(args) => {
             crate::stage::process::install_interrupt_handler();
@@ -667,11 +672,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 0 => String::new(),
                 n => format!("; skipped {n} device nodes (--devices none)"),
             };
-            println!(
+            crate::outln!(
                 "unpacked {} entries into {} ({verified}{skipped})",
                 summary.entries,
                 args.target.display()
-            );
+            )?;
         }
         Command::UploadOsImage(args) => {
             let mut plan =
@@ -681,11 +686,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan.concurrency = args.concurrency;
             plan.state_dir = Some(state_dir());
             let digest = crate::s3::upload::upload(&plan, &Reporter::detect())?;
-            println!(
+            crate::outln!(
                 "uploaded {} to {} (sha256 {digest})",
                 plan.file.display(),
                 plan.url
-            );
+            )?;
         }
         Command::DownloadOsImage(args) => {
             let mut plan = crate::s3::download::DownloadPlan::new(
@@ -697,18 +702,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan.no_verify = args.no_verify;
             plan.concurrency = args.concurrency;
             match crate::s3::download::download(&plan, &Reporter::detect())? {
-                crate::s3::download::Downloaded::UpToDate { digest } => {
-                    println!(
-                        "{} already has sha256 {digest}: not downloaded",
-                        plan.file.display()
-                    )
-                }
-                crate::s3::download::Downloaded::Fetched { digest, bytes } => println!(
+                crate::s3::download::Downloaded::UpToDate { digest } => crate::outln!(
+                    "{} already has sha256 {digest}: not downloaded",
+                    plan.file.display()
+                )?,
+                crate::s3::download::Downloaded::Fetched { digest, bytes } => crate::outln!(
                     "downloaded {} to {} ({bytes} bytes, sha256 {})",
                     plan.url,
                     plan.file.display(),
                     digest.as_deref().unwrap_or("not verified")
-                ),
+                )?,
             }
         }
         Command::BuildStemcell(args) => {
@@ -717,13 +720,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect(args) => {
             let found = crate::stemcell::inspect::inspect(&args.stemcell)?;
-            print!("{}", found.manifest_text);
-            println!(
+            crate::out!("{}", found.manifest_text)?;
+            crate::outln!(
                 "# ok: members in order, sha1 {} matches image, image holds {}, {} packages",
                 found.manifest.sha1,
                 found.image_holds.join(", "),
                 found.packages
-            );
+            )?;
         }
         Command::DiskImage(args) => {
             let plan = crate::disk::DiskPlan {
@@ -734,7 +737,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 firmware: args.firmware,
             };
             for file in crate::disk::build(&plan, &Reporter::detect())? {
-                println!("wrote {}", file.display());
+                crate::outln!("wrote {}", file.display())?;
             }
         }
         Command::Audit(args) => return audit(args),
@@ -749,7 +752,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export(args) => export(args)?,
         Command::Doctor(args) => {
-            let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir));
+            let ok = crate::doctor::print(&crate::doctor::run_checks(&args.work_dir))?;
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -956,37 +959,35 @@ fn export(args: ExportArgs) -> Result<()> {
     } else {
         String::new()
     };
-    println!(
+    crate::outln!(
         "wrote {} ({} entries{dropped}; {verified})",
         summary.output.display(),
         summary.entries
-    );
+    )?;
     match plan.format {
-        ExportFormat::GardenRootfs => {
-            println!(
-                "holds rootfs/ and metadata.json; see the README for registering it as a stack"
-            )
-        }
+        ExportFormat::GardenRootfs => crate::outln!(
+            "holds rootfs/ and metadata.json; see the README for registering it as a stack"
+        )?,
         ExportFormat::Docker => {
             if let Some(command) = &summary.docker_import {
-                println!("import it with:\n  {command}");
+                crate::outln!("import it with:\n  {command}")?;
             }
         }
         ExportFormat::Oci => {
             if let Some(oci) = &summary.oci {
-                println!(
+                crate::outln!(
                     "manifest {} ({}/linux), layer {} ({} bytes, diff_id {})",
                     oci.manifest_digest,
                     oci.platform.architecture,
                     oci.layer_digest,
                     oci.layer_size,
                     oci.diff_id
-                );
-                println!(
+                )?;
+                crate::outln!(
                     "try: skopeo inspect oci:{dir}:{tag}  (or podman run oci:{dir}:{tag})",
                     dir = summary.output.display(),
                     tag = oci.tag
-                );
+                )?;
             }
         }
     }

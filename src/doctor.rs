@@ -95,7 +95,7 @@ pub fn run_checks(work_parent: &Path) -> Vec<Check> {
 }
 
 /// Prints the checks; returns whether every required one passed.
-pub fn print(checks: &[Check]) -> bool {
+pub fn print(checks: &[Check]) -> anyhow::Result<bool> {
     let mut all = true;
     for check in checks {
         let mark = if check.ok {
@@ -105,11 +105,11 @@ pub fn print(checks: &[Check]) -> bool {
         } else {
             "warn"
         };
-        println!("{mark} {:<13} {}", check.name, check.detail);
+        crate::outln!("{mark} {:<13} {}", check.name, check.detail)?;
         if !check.ok {
-            println!("     fix: {}", check.fix);
+            crate::outln!("     fix: {}", check.fix)?;
             all &= !check.required;
         }
     }
-    all
+    Ok(all)
 }

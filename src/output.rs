@@ -93,3 +93,42 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     pending.commit()?;
     Ok(())
 }
+
+/// `print!` that returns an error instead of panicking when standard output is closed or full
+/// (`| head -1`, `>/dev/full`): the caller's `?` turns it into the one-line error, and `main`
+/// ends quietly on a closed pipe, as other command-line tools do.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` with `out!`'s handling of a closed or full standard output.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to standard output and flushes, so a full device is reported here and not lost.
+pub fn write_stdout(text: std::fmt::Arguments) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")
+}
+
+/// Whether `err` is a write to a pipe whose reader has gone: not worth an error message.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -428,3 +428,91 @@ fn empty_reference_variables_count_as_unset() {
     );
     assert!(!dir.path().join("work").exists(), "nothing ran");
 }
+
+#[test]
+fn a_closed_or_full_stdout_is_not_a_panic() {
+    // `| head -1`: the reader has gone before anything is written (its end of the pipe is
+    // closed here); the command ends quietly and successfully, as other tools do.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = sb()
+        .args(["list-stages", "--collection", "stemcell-openstack"])
+        .current_dir(support::repo())
+        .stdout(Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err, "", "nothing to say about a closed pipe");
+    // A full device: one line naming standard output, exit 1, no panic (which exits 101).
+    let out = sb()
+        .args(["list-stages", "--collection", "stemcell-openstack"])
+        .current_dir(support::repo())
+        .stdout(fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing to standard output") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn wrong_inputs_to_audit_disk_image_and_shell_name_the_real_cause() {
+    let f = Fixture::new();
+    let one_line = |args: &[&str], want: &str| {
+        let out = sb().args(args).output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    };
+    let base = f.base();
+    let base = base.to_str().unwrap();
+    let missing = f.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    one_line(
+        &["audit", base, "--iaas", "nosuchcloud"],
+        "unknown IaaS/hypervisor pair nosuchcloud",
+    );
+    // A mistyped scratch dir is refused, not made and left behind.
+    let image = f.path().join("os.tgz");
+    let pack = sb().arg("pack").arg(base).arg(&image).output().unwrap();
+    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    one_line(
+        &["audit", image.to_str().unwrap(), "--scratch-dir", missing],
+        "--scratch-dir",
+    );
+    assert!(!std::path::Path::new(missing).exists());
+    let out_dir = f.path().join("disk");
+    let out_dir = out_dir.to_str().unwrap();
+    one_line(&["disk-image", missing, out_dir], "is not a directory");
+    one_line(
+        &["disk-image", base, out_dir],
+        "has no /usr/sbin/grub-install: install grub-pc",
+    );
+    // A size that would wrap around, and one too small for the tree.
+    fs::create_dir_all(f.base().join("usr/sbin")).unwrap();
+    fs::write(f.base().join("usr/sbin/grub-install"), "").unwrap();
+    one_line(
+        &[
+            "disk-image",
+            base,
+            out_dir,
+            "--size-mib",
+            "18446744073709551615",
+        ],
+        "is more than",
+    );
+    fs::write(f.base().join("big"), support::noise(8 << 20, 7)).unwrap();
+    one_line(
+        &["disk-image", base, out_dir, "--size-mib", "1"],
+        "cannot hold",
+    );
+    assert!(!std::path::Path::new(out_dir).exists(), "nothing written");
+    // A directory that is not a work dir of ours is named as such.
+    one_line(&["shell", base], "is not a work dir of stemcell-builder");
+}

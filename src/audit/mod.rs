@@ -170,8 +170,13 @@ pub fn open_target(plan: &AuditPlan) -> Result<Target> {
             path.display()
         );
     }
-    std::fs::create_dir_all(&plan.scratch_dir)
-        .with_context(|| format!("creating {}", plan.scratch_dir.display()))?;
+    // Not made here: a mistyped --scratch-dir would be left behind as a new directory.
+    if !plan.scratch_dir.is_dir() {
+        bail!(
+            "--scratch-dir {} is not a directory: create it or pass another",
+            plan.scratch_dir.display()
+        );
+    }
     let temp = tempfile::Builder::new()
         .prefix("stemcell-builder-audit-")
         .tempdir_in(&plan.scratch_dir)

@@ -77,7 +77,7 @@ pub fn main(plan: &BumpPlan) -> Result<ExitCode> {
         Format::Text => report::text(plan, &outcome),
         Format::Json => report::json(plan, &outcome)?,
     };
-    print!("{text}");
+    crate::out!("{text}")?;
     Ok(ExitCode::from(if outcome.new_version.is_some() {
         EXIT_BUMPED
     } else {

@@ -71,18 +71,32 @@ pub fn output_files(format: DiskFormat) -> &'static [&'static str] {
 /// Must run in a single-threaded process: it unshares its mount namespace.
 pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     crate::sandbox::own_mount_namespace()?;
-    let (modules, package) = match plan.firmware {
-        Firmware::Bios => ("usr/lib/grub/i386-pc", "grub-pc"),
-        Firmware::Efi => ("usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
-    };
-    // BIOS: grub-install itself brings its i386-pc modules; EFI: the image is made from the
-    // x86_64-efi modules, which only grub-efi-amd64-bin brings.
-    let efi_modules = plan.firmware == Firmware::Bios || plan.tree.join(modules).is_dir();
-    if !plan.tree.join("usr/sbin/grub-install").exists() || !efi_modules {
+    if !plan.tree.is_dir() {
         bail!(
-            "{} has no /usr/sbin/grub-install with /{modules}: install {package} in the tree first (the system_grub stage does)",
+            "tree {} is not a directory: pass the root tree to put on the disk",
             plan.tree.display()
         );
+    }
+    // BIOS: grub-install itself brings its i386-pc modules; EFI: the image is made from the
+    // x86_64-efi modules, which only grub-efi-amd64-bin brings.
+    let grub = plan.tree.join("usr/sbin/grub-install").exists();
+    let missing = match plan.firmware {
+        Firmware::Bios => (!grub).then_some(("/usr/sbin/grub-install", "grub-pc")),
+        Firmware::Efi => {
+            (!grub || !plan.tree.join("usr/lib/grub/x86_64-efi").is_dir()).then_some((
+                "/usr/sbin/grub-install with /usr/lib/grub/x86_64-efi",
+                "grub-efi-amd64-bin",
+            ))
+        }
+    };
+    if let Some((what, package)) = missing {
+        bail!(
+            "{} has no {what}: install {package} in the tree first (the system_grub stage does)",
+            plan.tree.display()
+        );
+    }
+    if let Some(size) = plan.size_mib {
+        check_size(&plan.tree, size, plan.firmware)?;
     }
     fs::create_dir_all(&plan.out_dir)
         .map_err(|e| crate::fsutil::io_error(e, "creating", &plan.out_dir))?;
@@ -207,6 +221,30 @@ impl Drop for Mounted {
         nix::unistd::sync();
         let _ = umount2(&self.0, MntFlags::MNT_DETACH);
     }
+}
+
+/// The largest disk asked for: 16 TiB, past any IaaS's root disk and far from overflowing.
+const MAX_SIZE_MIB: u64 = 16 << 20;
+
+/// `--size-mib` must hold the tree (and the EFI partition), and be a size a disk can have.
+fn check_size(tree: &Path, size_mib: u64, firmware: Firmware) -> Result<()> {
+    let esp = if firmware == Firmware::Efi {
+        ESP_MIB
+    } else {
+        0
+    };
+    // The tree, ext4's own metadata (about 5%) and the 1 MiB before the first partition.
+    let needed = crate::fsutil::disk_usage_mib(tree).unwrap_or(0) * 21 / 20 + esp + 64;
+    if size_mib > MAX_SIZE_MIB {
+        bail!("--size-mib {size_mib} is more than {MAX_SIZE_MIB} (16 TiB): pass a smaller size");
+    }
+    if size_mib < needed {
+        bail!(
+            "--size-mib {size_mib} cannot hold {} (it needs at least {needed} MiB): pass a larger size or leave it out",
+            tree.display()
+        );
+    }
+    Ok(())
 }
 
 fn default_size_mib(tree: &Path) -> u64 {

@@ -16,7 +16,14 @@ pub fn run(work_dir: &Path, stage: Option<&str>, command: &[OsString]) -> Result
     let work = work_dir
         .canonicalize()
         .with_context(|| format!("work dir {} does not exist", work_dir.display()))?;
-    if !work.join(crate::pipeline::workspace::MARKER).is_file() || !work.join("layers").is_dir() {
+    if !work.join(crate::pipeline::workspace::MARKER).is_file() {
+        bail!(
+            "{} is not a work dir of stemcell-builder (no {} in it): pass the --work-dir of a build",
+            work.display(),
+            crate::pipeline::workspace::MARKER
+        );
+    }
+    if !work.join("layers").is_dir() {
         bail!(
             "{} is not the work dir of a layered build (no layers/ in it): pass the --work-dir of a build that ran without --no-layers",
             work.display()

@@ -264,11 +264,13 @@ pub fn run(
         report.add(packager.step_name(), started.elapsed(), "ok");
         Ok(Some(output))
     })();
-    print!("{}", report.render());
+    // The build's own outcome comes first: a closed or full stdout does not undo a build.
+    let printed = crate::out!("{}", report.render());
     let output = result?;
     if let Some(output) = &output {
-        println!("wrote {}", output.display());
+        crate::outln!("wrote {}", output.display())?;
     }
+    printed?;
     Ok(output)
 }
 
