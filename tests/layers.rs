@@ -914,7 +914,8 @@ cat "$chroot/etc/from-the-os-image" >"$chroot/seen-os""#,
 }
 
 #[test]
-fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_instead_of_reusing_its_layer() {
+fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_alone_instead_of_reusing_its_layer()
+{
     let f = Fixture::new();
     // write_file gives its files to root:root, which the tree's own user database names.
     fs::write(
@@ -931,7 +932,18 @@ fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_instead_of_reusi
         .output()
         .unwrap();
     assert!(pack.status.success(), "{}", text(&pack.stderr));
-    f.collection(&["system_parameters"]);
+    // The commit is scoped to system_parameters, as the shipped collections.yml scopes it: the
+    // stage before it neither sees it nor reruns for a new commit.
+    fs::write(
+        f.stages().join("collections.yml"),
+        "scoped_settings:\n  stemcell_git_sha1: [system_parameters]\ncollections:\n  test: [before, system_parameters]\n",
+    )
+    .unwrap();
+    f.stage(
+        "before",
+        r#"echo "${stemcell_git_sha1-unset}" >"$chroot/seen-by-before"
+grep -c stemcell_git_sha1 "$build_settings_file" >"$chroot/in-build-settings" || true"#,
+    );
     let stage = f.stages().join("system_parameters");
     fs::create_dir_all(&stage).unwrap();
     fs::copy(
@@ -991,7 +1003,7 @@ fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_instead_of_reusi
     };
     let recorded = || {
         fs::read_to_string(
-            f.layer("01-system_parameters")
+            f.layer("02-system_parameters")
                 .join("var/vcap/bosh/etc/stemcell_git_sha1"),
         )
         .unwrap()
@@ -1013,24 +1025,35 @@ fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_instead_of_reusi
     let first = commit("first");
     let out = stemcell(&[]);
     ok(&out);
+    assert_eq!(status(&out, "01-before"), "cached (work dir)");
     assert_eq!(
-        status(&out, "01-system_parameters"),
+        status(&out, "02-system_parameters"),
         "ran (settings changed)"
     );
     assert_eq!(recorded(), first);
+    let before = f.layer("01-before");
+    assert_eq!(
+        fs::read_to_string(before.join("seen-by-before")).unwrap(),
+        "unset\n"
+    );
+    assert_eq!(
+        fs::read_to_string(before.join("in-build-settings")).unwrap(),
+        "0\n"
+    );
 
     // The stage's files are the same at the next commit; the recorded commit is not.
     let second = commit("second");
     let out = stemcell(&[]);
     ok(&out);
+    assert_eq!(status(&out, "01-before"), "cached (work dir)");
     assert_eq!(
-        status(&out, "01-system_parameters"),
+        status(&out, "02-system_parameters"),
         "ran (settings changed)"
     );
     assert_eq!(recorded(), second);
     let out = stemcell(&[]);
     ok(&out);
-    assert_eq!(status(&out, "01-system_parameters"), "cached (work dir)");
+    assert_eq!(status(&out, "02-system_parameters"), "cached (work dir)");
 
     // Uncommitted changes to tracked files are marked, as the reference marks them.
     fs::write(f.stages().join("NOTES"), "edited").unwrap();

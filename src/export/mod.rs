@@ -32,7 +32,7 @@ use crate::progress::Reporter;
 pub use settings::ImageSettings;
 use source::{Facts, Item};
 use stream::{Compressor, OutCompression};
-use tar_out::{OutEntry, TarOut};
+use tar_out::TarOut;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -153,17 +153,10 @@ fn copy_entries<W: Write>(
             EntryType::Link => item.link.as_ref().map(|l| naming.name(l, false)),
             _ => item.link.clone(),
         };
-        let entry = OutEntry {
-            name: naming.name(&item.rel, item.kind == EntryType::Directory),
-            kind: item.kind,
+        let entry = Item {
+            rel: naming.name(&item.rel, item.kind == EntryType::Directory),
             link,
-            mode: item.mode,
-            uid: item.uid,
-            gid: item.gid,
-            mtime: item.mtime,
-            size: item.size,
-            device: item.device,
-            pax: item.pax.clone(),
+            ..item.clone()
         };
         if item.kind == EntryType::Regular {
             out.append(&entry, ExactReader::new(data, item.size))?;

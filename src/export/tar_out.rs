@@ -6,23 +6,8 @@ use std::io::{self, Read, Write};
 
 use tar::{Builder, EntryType, Header};
 
+use super::source::Item;
 use crate::archive::entry_name::{append_pax, set_link, set_name};
-
-/// One entry to write: everything but the data.
-#[derive(Debug, Clone)]
-pub struct OutEntry {
-    pub name: Vec<u8>,
-    pub kind: EntryType,
-    pub link: Option<Vec<u8>>,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub mtime: u64,
-    pub size: u64,
-    pub device: Option<(u32, u32)>,
-    /// pax records carried over (xattrs: `SCHILY.xattr.NAME`).
-    pub pax: Vec<(String, Vec<u8>)>,
-}
 
 pub struct TarOut<W: Write> {
     builder: Builder<W>,
@@ -35,9 +20,11 @@ impl<W: Write> TarOut<W> {
         }
     }
 
-    pub fn append(&mut self, entry: &OutEntry, data: impl Read) -> io::Result<()> {
+    /// Appends `entry` under its `rel` name, which the caller has already put in the output's
+    /// naming (`rootfs/...` for garden).
+    pub fn append(&mut self, entry: &Item, data: impl Read) -> io::Result<()> {
         if !entry.pax.is_empty() {
-            append_pax(&mut self.builder, &entry.name, &entry.pax)?;
+            append_pax(&mut self.builder, &entry.rel, &entry.pax)?;
         }
         let mut header = Header::new_gnu();
         header.set_entry_type(entry.kind);
@@ -53,15 +40,15 @@ impl<W: Write> TarOut<W> {
         if let Some(link) = &entry.link {
             set_link(&mut self.builder, &mut header, link)?;
         }
-        set_name(&mut self.builder, &mut header, &entry.name)?;
+        set_name(&mut self.builder, &mut header, &entry.rel)?;
         header.set_cksum();
         self.builder.append(&header, data)
     }
 
     /// A regular file with the given contents, owned by root, mode 0644 (`metadata.json`).
     pub fn append_file(&mut self, name: &[u8], mtime: u64, data: &[u8]) -> io::Result<()> {
-        let entry = OutEntry {
-            name: name.to_vec(),
+        let entry = Item {
+            rel: name.to_vec(),
             kind: EntryType::Regular,
             link: None,
             mode: 0o644,
@@ -91,8 +78,8 @@ mod tests {
         let target = format!("./{}", "t".repeat(150));
         let mut out = TarOut::new(Vec::new());
         out.append(
-            &OutEntry {
-                name: long.clone().into_bytes(),
+            &Item {
+                rel: long.clone().into_bytes(),
                 kind: EntryType::Symlink,
                 link: Some(target.clone().into_bytes()),
                 mode: 0o777,

@@ -229,6 +229,7 @@ pub fn run(
             resumed: plan.resume_from.is_some(),
             until,
             always_run: &collection.always_run,
+            scoped_settings: &collection.scoped_settings,
             packager_inputs,
             shell_on_failure: plan.shell_on_failure,
         };

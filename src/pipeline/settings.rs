@@ -127,6 +127,15 @@ impl BuildSettings {
         self.fixed.remove(key);
     }
 
+    /// These settings without `names` (a stage's view when some settings are scoped to others).
+    pub fn without(&self, names: &[&str]) -> BuildSettings {
+        let mut view = self.clone();
+        for name in names {
+            view.values.remove(*name);
+        }
+        view
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }

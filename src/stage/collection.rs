@@ -22,6 +22,11 @@ struct CollectionsFile {
     /// from the layer cache, they run on every build.
     #[serde(default)]
     always_run: Vec<String>,
+    /// Settings only the named stages see (`stemcell_git_sha1: [system_parameters]`): in no
+    /// other stage's environment, in no config.sh's settings file, and so in no other stage's
+    /// layer key. A value that changes on every commit then reruns only the stages that read it.
+    #[serde(default)]
+    scoped_settings: BTreeMap<String, Vec<String>>,
 }
 
 /// One collection, resolved.
@@ -30,6 +35,8 @@ pub struct Collection {
     pub stages: Vec<Stage>,
     pub secret_settings: Vec<String>,
     pub always_run: Vec<String>,
+    /// Setting name -> the stages that see it (see `CollectionsFile::scoped_settings`).
+    pub scoped_settings: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +121,19 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Collection, Coll
             path: path.clone(),
             message: e.to_string(),
         })?;
+    for (setting, stages) in &file.scoped_settings {
+        if let Some(stage) = stages
+            .iter()
+            .find(|s| !file.collections.values().flatten().any(|n| n == *s))
+        {
+            return Err(CollectionError::Malformed {
+                path: path.clone(),
+                message: format!(
+                    "scoped_settings: {setting} names stage '{stage}', which no collection lists: fix the name"
+                ),
+            });
+        }
+    }
     let Some(names) = file.collections.get(name) else {
         let valid = file
             .collections
@@ -170,6 +190,7 @@ pub fn load_collection(stages_dir: &Path, name: &str) -> Result<Collection, Coll
         stages,
         secret_settings: file.secret_settings.clone(),
         always_run: file.always_run.clone(),
+        scoped_settings: file.scoped_settings.clone(),
     })
 }
 
@@ -259,6 +280,27 @@ mod tests {
             load_collection(dir.path(), "os"),
             Err(CollectionError::MissingApply { .. })
         ));
+    }
+
+    #[test]
+    fn a_setting_scoped_to_a_stage_no_collection_lists_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        stage(dir.path(), "a", 0o755);
+        let yml = dir.path().join("collections.yml");
+        fs::write(
+            &yml,
+            "scoped_settings:\n  sha: [typo]\ncollections:\n  os: [a]\n",
+        )
+        .unwrap();
+        let err = load_collection(dir.path(), "os").unwrap_err();
+        assert!(err.to_string().contains("sha names stage 'typo'"), "{err}");
+        fs::write(
+            &yml,
+            "scoped_settings:\n  sha: [a]\ncollections:\n  os: [a]\n",
+        )
+        .unwrap();
+        let collection = load_collection(dir.path(), "os").unwrap();
+        assert_eq!(collection.scoped_settings["sha"], ["a"]);
     }
 
     #[test]

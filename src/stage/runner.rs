@@ -3,7 +3,7 @@
 //! `apply.sh` runs on its own overlay, or does not run at all when its layer is cached; the
 //! log and the report say which, and why a stage was not cached.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,6 +39,8 @@ pub struct RunPlan<'a> {
     pub until: Option<usize>,
     /// Stages that run on every build (their output is outside the chroot).
     pub always_run: &'a [String],
+    /// Setting name -> the only stages whose apply.sh sees it (collections.yml).
+    pub scoped_settings: &'a BTreeMap<String, Vec<String>>,
     /// Inputs of every stage's layer besides settings (e.g. the agent binary's sha256).
     pub packager_inputs: Vec<(String, String)>,
     /// Open a shell in the failed stage's tree when stdin is a terminal.
@@ -46,6 +48,18 @@ pub struct RunPlan<'a> {
 }
 
 impl RunPlan<'_> {
+    /// The settings `stage`'s apply.sh sees (and its layer key hashes); with no stage, what
+    /// every config.sh and the build settings file see: no scoped setting at all.
+    fn settings_for(&self, stage: Option<&Stage>) -> BuildSettings {
+        let hidden: Vec<&str> = self
+            .scoped_settings
+            .iter()
+            .filter(|(_, stages)| stage.is_none_or(|st| !stages.contains(&st.name)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        self.settings.without(&hidden)
+    }
+
     pub fn log_path(&self, stage: &Stage) -> PathBuf {
         self.work.join("logs").join(format!("{}.log", stage.slug()))
     }
@@ -90,7 +104,8 @@ pub fn run_stages(
     reporter: &Reporter,
     report: &mut Report,
 ) -> Result<()> {
-    plan.settings.write(&plan.build_settings_file())?;
+    let shared_settings = plan.settings_for(None);
+    shared_settings.write(&plan.build_settings_file())?;
     let settings_arg = plan.build_settings_file();
     for stage in plan.stages {
         prepare_stage_settings(&plan.stage_settings_file(stage))?;
@@ -102,7 +117,14 @@ pub fn run_stages(
         let applying = index >= plan.start_at;
         let step = reporter.step(&format!("{} config", stage.slug()));
         let started = Instant::now();
-        let command = stage_command(plan, stage, &config, settings_arg.as_os_str(), &[])?;
+        let command = stage_command(
+            plan,
+            &shared_settings,
+            stage,
+            &config,
+            settings_arg.as_os_str(),
+            &[],
+        )?;
         let outcome = run_logged(command, &plan.log_path(stage), applying, &step, &plan.mask)?;
         finish(
             plan,
@@ -132,12 +154,13 @@ pub fn run_stages(
         let log = plan.log_path(stage);
         let fresh_log = stage.config_script().is_none();
         let mut layer: Option<(LayerInputs, OverlayMount, String)> = None;
+        let settings = plan.settings_for(Some(stage));
         if let Some(stack) = layers.as_deref_mut() {
             let inputs = LayerInputs {
                 parent: stack.top_key().to_string(),
                 files: key::stage_files(&stage.dir, &lib_hash)?,
                 settings: key::stage_settings(
-                    plan.settings,
+                    &settings,
                     &plan.work,
                     &plan.packager_inputs,
                     &plan.stage_settings_file(stage),
@@ -179,6 +202,7 @@ pub fn run_stages(
             .unwrap_or_default();
         let command = stage_command(
             plan,
+            &settings,
             stage,
             &stage.apply_script(),
             plan.work.as_os_str(),
@@ -368,6 +392,7 @@ fn prepare_stage_settings(path: &Path) -> Result<()> {
 /// The stage's script with the contract's environment, in its sandbox.
 fn stage_command(
     plan: &RunPlan,
+    settings: &BuildSettings,
     stage: &Stage,
     script: &Path,
     arg: &OsStr,
@@ -377,7 +402,7 @@ fn stage_command(
     let exe = std::env::current_exe()?;
     command
         .current_dir(&stage.dir)
-        .envs(plan.settings.iter())
+        .envs(settings.iter())
         .env("work", &plan.work)
         .env("chroot", &plan.chroot)
         .env("assets_dir", stage.assets_dir())
