@@ -74,13 +74,20 @@ for _ in $(seq 1 "$runs"); do
   (cd "$members" && cp "$scratch/peer-image" image && tar -czf "$scratch/peer.tgz" -- *)
   peer+=("$(seconds "$start" "$(date +%s.%N)")")
 done
-ours_package=$(awk '$1 == "package" { sub("s", "", $2); print $2 }' "$scratch/openstack-warm$runs.out")
+# A duration as the report prints it (4.5s, 1m20.7s) in seconds.
+secs='function secs(d,  p) { sub("s$", "", d); if (split(d, p, "m") == 2) return p[1] * 60 + p[2]; return d + 0 } '
+ours_package=$(awk "$secs"'$1 == "package" { print secs($2) }' "$scratch/openstack-warm$runs.out")
 
-echo
-echo "warm openstack build, the last run (each step's share of the total):"
-awk '/^  [0-9a-z]/ && $2 ~ /s$/ { t = $2; sub("s", "", t); v[$1] = t; o[++n] = $1 }
-     END { for (i = 1; i <= n; i++) if (o[i] != "total") printf "  %-28s %6.1f s %5.1f%%\n", o[i], v[o[i]], 100 * v[o[i]] / v["total"] }' \
-  "$scratch/openstack-warm$runs.out"
+# shares FILE: each step of a duration report with its share of the total.
+shares() {
+  awk "$secs"'/^  [0-9a-z]/ && $2 ~ /s$/ { v[$1] = secs($2); o[++n] = $1 }
+       END { for (i = 1; i <= n; i++) if (o[i] != "total") printf "  %-28s %6.1f s %5.1f%%\n", o[i], v[o[i]], 100 * v[o[i]] / v["total"] }' "$1"
+}
+for kind in cold warm; do
+  echo
+  echo "$kind openstack build, the last run (each step's share of the total):"
+  shares "$scratch/openstack-$kind$runs.out"
+done
 echo
 printf '%-58s %9s\n' "build (medians of $runs)" seconds
 for iaas in warden openstack; do

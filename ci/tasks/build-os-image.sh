@@ -11,40 +11,20 @@ set -euo pipefail
 task_dir=$PWD
 started=$SECONDS
 
-fail() {
-  echo "build-os-image.sh: $*" >&2
-  exit 1
-}
-
-# Concourse passes a param declared without a value as an empty variable.
-[ -n "${AWS_ACCESS_KEY_ID:-}" ] || unset AWS_ACCESS_KEY_ID
-[ -n "${AWS_SECRET_ACCESS_KEY:-}" ] || unset AWS_SECRET_ACCESS_KEY
-[ -n "${AWS_SESSION_TOKEN:-}" ] || unset AWS_SESSION_TOKEN
-[ -n "${AWS_REGION:-}" ] || unset AWS_REGION
-[ -n "${AWS_ENDPOINT_URL:-}" ] || unset AWS_ENDPOINT_URL
-[ -n "${AWS_S3_FORCE_PATH_STYLE:-}" ] || unset AWS_S3_FORCE_PATH_STYLE
-
-[ -n "${OS_NAME:-}" ] || fail "param OS_NAME is empty: set it, e.g. debian"
-[ -n "${OS_VERSION:-}" ] || fail "param OS_VERSION is empty: set it, e.g. trixie"
-os=$OS_NAME-$OS_VERSION
+task_name=build-os-image.sh
+# shellcheck source=common.bash
+source "$(cd "$(dirname "$0")" && pwd)/common.bash"
 level=${BUMP_LEVEL:-minor}
 
 number=
 if [ -d "$task_dir/version" ]; then
-  [ -s "$task_dir/version/number" ] || fail "input version has no file 'number': map a semver resource to it"
-  number=$(tr -d '[:space:]' <"$task_dir/version/number")
+  number=$(version_number)
 fi
 if [ -n "${OS_IMAGE_BUCKET:-}" ] && [ -z "$number" ]; then
   fail "OS_IMAGE_BUCKET is set but the version input is missing: map the semver resource that numbers OS images to it"
 fi
 
-repo=$task_dir/stemcell-builder
-if [ "${STEMCELL_BUILDER_INSTALL:-true}" = true ]; then
-  echo "installing stemcell-builder from the stemcell-builder input (scripts/install.sh)"
-  "$repo/scripts/install.sh"
-fi
-command -v stemcell-builder >/dev/null ||
-  fail "stemcell-builder is not on PATH: set STEMCELL_BUILDER_INSTALL=true or use an image that has it"
+install_builder
 
 scratch=$task_dir/cache/build
 rm -rf --one-file-system "$scratch"

@@ -10,28 +10,13 @@ task_dir=$PWD
 here=$(cd "$(dirname "$0")" && pwd)
 started=$SECONDS
 
-fail() {
-  echo "build.sh: $*" >&2
-  exit 1
-}
-
-# Concourse passes a param declared without a value as an empty variable; the AWS SDK would
-# take an empty region or endpoint literally, and build-stemcell an empty HYPERVISOR.
-[ -n "${HYPERVISOR:-}" ] || unset HYPERVISOR
-[ -n "${AWS_ACCESS_KEY_ID:-}" ] || unset AWS_ACCESS_KEY_ID
-[ -n "${AWS_SECRET_ACCESS_KEY:-}" ] || unset AWS_SECRET_ACCESS_KEY
-[ -n "${AWS_SESSION_TOKEN:-}" ] || unset AWS_SESSION_TOKEN
-[ -n "${AWS_REGION:-}" ] || unset AWS_REGION
-[ -n "${AWS_ENDPOINT_URL:-}" ] || unset AWS_ENDPOINT_URL
-[ -n "${AWS_S3_FORCE_PATH_STYLE:-}" ] || unset AWS_S3_FORCE_PATH_STYLE
-
+task_name=build.sh
+# shellcheck source=common.bash
+source "$here/common.bash"
+unset_if_empty HYPERVISOR
 [ -n "${IAAS:-}" ] || fail "param IAAS is empty: set it to warden, openstack, aws, google, azure or vsphere"
-[ -n "${OS_NAME:-}" ] || fail "param OS_NAME is empty: set it, e.g. debian"
-[ -n "${OS_VERSION:-}" ] || fail "param OS_VERSION is empty: set it, e.g. trixie"
-os=$OS_NAME-$OS_VERSION
 
-[ -s "$task_dir/version/number" ] || fail "input version has no file 'number': map a semver resource to it"
-number=$(tr -d '[:space:]' <"$task_dir/version/number")
+number=$(version_number)
 # BOSH stemcell versions drop trailing .0s, as the reference's task does (1.42.0 -> 1.42).
 stemcell_version=${number%.0}
 stemcell_version=${stemcell_version%.0}
@@ -48,13 +33,7 @@ fi
   fail "input bosh-agent must hold one bosh-agent or bosh-agent-VERSION-linux-$arch file, found ${#agents[@]}"
 agent=${agents[0]}
 
-repo=$task_dir/stemcell-builder
-if [ "${STEMCELL_BUILDER_INSTALL:-true}" = true ]; then
-  echo "installing stemcell-builder from the stemcell-builder input (scripts/install.sh)"
-  "$repo/scripts/install.sh"
-fi
-command -v stemcell-builder >/dev/null ||
-  fail "stemcell-builder is not on PATH: set STEMCELL_BUILDER_INSTALL=true or use an image that has it"
+install_builder
 
 # Scratch space in the task's cache: on the worker's volume (overlayfs layers need a real file
 # system under them, which a container's root may not be). Kept after a failure for
