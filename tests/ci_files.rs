@@ -397,12 +397,28 @@ fn task_scripts_use_exactly_what_their_task_files_declare() {
             "{} is executable",
             script_path.display()
         );
-        let script = fs::read_to_string(&script_path).unwrap();
+        let mut script = fs::read_to_string(&script_path).unwrap();
         assert!(
             sets_task_dir.is_match(&script),
             "{}: sets task_dir=$PWD before using it (inputs are found relative to it)",
             script_path.display()
         );
+        // What the script sources from beside it (ci/tasks/common.bash) is part of it.
+        let sources = Regex::new(r#"(?m)^source\s+"[^"]*/([A-Za-z0-9_.-]+\.bash)"$"#).unwrap();
+        let sourced: Vec<String> = sources
+            .captures_iter(&script)
+            .map(|c| c[1].to_string())
+            .collect();
+        for name in sourced {
+            let path = script_path.parent().unwrap().join(&name);
+            script.push('\n');
+            script.push_str(&fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!(
+                    "{} sources {name}, which is not beside it",
+                    script_path.display()
+                )
+            }));
+        }
         let uses = scan_script(&script);
         let declared: BTreeSet<String> = task.params.keys().cloned().collect();
         let undeclared: Vec<_> = uses.params.difference(&declared).collect();

@@ -9,11 +9,12 @@
 set -euo pipefail
 
 task_dir=$PWD
+here=$(cd "$(dirname "$0")" && pwd)
 started=$SECONDS
 
 task_name=build-os-image.sh
 # shellcheck source=common.bash
-source "$(cd "$(dirname "$0")" && pwd)/common.bash"
+source "$here/common.bash"
 level=${BUMP_LEVEL:-minor}
 
 number=

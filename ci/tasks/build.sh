@@ -13,7 +13,8 @@ started=$SECONDS
 task_name=build.sh
 # shellcheck source=common.bash
 source "$here/common.bash"
-unset_if_empty HYPERVISOR
+# build-stemcell would take an empty HYPERVISOR literally.
+[ -n "${HYPERVISOR:-}" ] || unset HYPERVISOR
 [ -n "${IAAS:-}" ] || fail "param IAAS is empty: set it to warden, openstack, aws, google, azure or vsphere"
 
 number=$(version_number)

@@ -9,15 +9,13 @@ fail() {
 }
 
 # Concourse passes a param declared without a value as an empty variable; the AWS SDK would
-# take an empty region or endpoint literally, and build-stemcell an empty HYPERVISOR.
-unset_if_empty() {
-  local name
-  for name in "$@"; do
-    [ -n "${!name:-}" ] || unset "$name"
-  done
-}
-unset_if_empty AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_REGION \
-  AWS_ENDPOINT_URL AWS_S3_FORCE_PATH_STYLE
+# take an empty region or endpoint literally.
+[ -n "${AWS_ACCESS_KEY_ID:-}" ] || unset AWS_ACCESS_KEY_ID
+[ -n "${AWS_SECRET_ACCESS_KEY:-}" ] || unset AWS_SECRET_ACCESS_KEY
+[ -n "${AWS_SESSION_TOKEN:-}" ] || unset AWS_SESSION_TOKEN
+[ -n "${AWS_REGION:-}" ] || unset AWS_REGION
+[ -n "${AWS_ENDPOINT_URL:-}" ] || unset AWS_ENDPOINT_URL
+[ -n "${AWS_S3_FORCE_PATH_STYLE:-}" ] || unset AWS_S3_FORCE_PATH_STYLE
 
 [ -n "${OS_NAME:-}" ] || fail "param OS_NAME is empty: set it, e.g. debian"
 [ -n "${OS_VERSION:-}" ] || fail "param OS_VERSION is empty: set it, e.g. trixie"
