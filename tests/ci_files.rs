@@ -382,6 +382,7 @@ fn task_files_use_only_keys_concourse_accepts() {
 #[test]
 fn task_scripts_use_exactly_what_their_task_files_declare() {
     let sets_task_dir = Regex::new(r"(?m)^task_dir=(\$PWD|\$\(pwd\))$").unwrap();
+    let sources = Regex::new(r#"(?m)^source\s+"[^"]*/([A-Za-z0-9_.-]+\.bash)"$"#).unwrap();
     for file in task_files() {
         let task = Task::load(&file);
         let script_path = task.script();
@@ -404,7 +405,6 @@ fn task_scripts_use_exactly_what_their_task_files_declare() {
             script_path.display()
         );
         // What the script sources from beside it (ci/tasks/common.bash) is part of it.
-        let sources = Regex::new(r#"(?m)^source\s+"[^"]*/([A-Za-z0-9_.-]+\.bash)"$"#).unwrap();
         let sourced: Vec<String> = sources
             .captures_iter(&script)
             .map(|c| c[1].to_string())

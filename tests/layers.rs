@@ -824,14 +824,7 @@ fn shell_on_failure_opens_a_shell_in_the_failed_stages_tree_on_a_terminal() {
 fn build_stemcell_runs_its_stages_on_layers_over_the_unpacked_os_image() {
     let f = Fixture::new();
     fs::write(f.base().join("etc/from-the-os-image"), "os\n").unwrap();
-    let image = f.path().join("os-image.tgz");
-    let pack = Command::new(support::bin())
-        .arg("pack")
-        .arg(f.base())
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    let image = f.pack_base("os-image.tgz");
     f.collection(&["agent_in", "dev_tools"]);
     f.stage(
         "agent_in",
@@ -848,34 +841,7 @@ cat "$chroot/etc/from-the-os-image" >"$chroot/seen-os""#,
     let stemcell = |agent_text: &str| {
         fs::write(&agent, agent_text).unwrap();
         fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let out = Command::new(support::bin())
-            .args([
-                "build-stemcell",
-                "--iaas",
-                "warden",
-                "--version",
-                "1.2",
-                "--os",
-                "debian-trixie",
-                "--collection",
-                "test",
-            ])
-            .arg("--os-image")
-            .arg(&image)
-            .arg("--agent")
-            .arg(&agent)
-            .arg("--stages-dir")
-            .arg(f.stages())
-            .arg("--work-dir")
-            .arg(f.work())
-            .arg("--output-dir")
-            .arg(f.out_dir())
-            .arg("--cache-dir")
-            .arg(&cache)
-            .env_remove("resume_from")
-            .env_remove("IAAS")
-            .output()
-            .unwrap();
+        let out = f.stemcell_command(&image, &agent, &cache).output().unwrap();
         ok(&out);
         out
     };
@@ -924,14 +890,7 @@ fn a_new_commit_of_the_stages_checkout_reruns_system_parameters_alone_instead_of
     )
     .unwrap();
     fs::write(f.base().join("etc/group"), "root:x:0:\n").unwrap();
-    let image = f.path().join("os-image.tgz");
-    let pack = Command::new(support::bin())
-        .arg("pack")
-        .arg(f.base())
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    let image = f.pack_base("os-image.tgz");
     // The commit is scoped to system_parameters, as the shipped collections.yml scopes it: the
     // stage before it neither sees it nor reruns for a new commit.
     fs::write(
@@ -978,26 +937,10 @@ grep -c stemcell_git_sha1 "$build_settings_file" >"$chroot/in-build-settings" ||
     fs::write(&agent, "#!/bin/sh\n").unwrap();
     fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let stemcell = |extra: &[&str]| {
-        Command::new(support::bin())
-            .args(["build-stemcell", "--iaas", "warden", "--version", "1.2"])
-            .args(["--os", "debian-trixie", "--collection", "test"])
-            .arg("--os-image")
-            .arg(&image)
-            .arg("--agent")
-            .arg(&agent)
-            .arg("--stages-dir")
-            .arg(f.stages())
-            .arg("--work-dir")
-            .arg(f.work())
-            .arg("--output-dir")
-            .arg(f.out_dir())
-            .arg("--cache-dir")
-            .arg(f.path().join("cache"))
+        f.stemcell_command(&image, &agent, &f.path().join("cache"))
             // The stage's layer is what is checked; packaging needs stages this test has not.
             .args(["--until", "system_parameters"])
             .args(extra)
-            .env_remove("resume_from")
-            .env_remove("IAAS")
             .output()
             .unwrap()
     };

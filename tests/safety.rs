@@ -279,14 +279,7 @@ fn a_stemcell_never_ships_a_host_file_its_image_links_to() {
     let etc = f.base().join("var/vcap/bosh/etc");
     fs::create_dir_all(&etc).unwrap();
     std::os::unix::fs::symlink(&host_file, etc.join("dev_tools_file_list")).unwrap();
-    let image = f.path().join("hostile.tgz");
-    let out = std::process::Command::new(support::bin())
-        .arg("pack")
-        .arg(f.base())
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let image = f.pack_base("hostile.tgz");
     fs::write(
         f.stages().join("collections.yml"),
         "collections:\n  stemcell-warden: [noop]\n",

@@ -81,3 +81,26 @@ impl Compression {
         Ok((kind, magic))
     }
 }
+
+/// The tar stream inside `input` (gzip, zstd or plain: sniffed from its first bytes). Our own
+/// gzip files inflate in parallel; any other gzip serially, on a thread of its own.
+pub fn decompressed<R: std::io::Read + Send + 'static>(
+    input: R,
+) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::Read;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let (kind, magic) = Compression::sniff(&mut reader)?;
+    let stream = std::io::Cursor::new(magic).chain(reader);
+    Ok(match kind {
+        Some(Compression::Gzip) => Box::new(gzip::decoder(stream, decode_threads())),
+        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(stream)?),
+        None => Box::new(stream),
+    })
+}
+
+/// Inflaters for our gzip files: one per core.
+fn decode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -24,7 +24,7 @@ use tar::{Archive, EntryType};
 
 use super::members::{Member, Members, ReadError, Tracked};
 use super::quote::quote;
-use super::{Compression, Interrupted};
+use super::Interrupted;
 
 /// Which device nodes `unpack` creates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -95,19 +95,8 @@ fn unpack_from(
             Mode::empty(),
         )
         .map_err(|e| Failure::Io(anyhow!("cannot open {}: {e}", target.display())))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let (kind, magic) = Compression::sniff(&mut reader)
+        let decoded = super::decompressed(file)
             .map_err(|e| Failure::Io(crate::fsutil::io_error(e, "reading", archive)))?;
-        let stream = io::Cursor::new(magic).chain(reader);
-        let decoded: Box<dyn Read> = match kind {
-            // Ours inflate in parallel; any other gzip serially, on a thread of its own.
-            Some(Compression::Gzip) => Box::new(super::gzip::decoder(stream, threads())),
-            Some(Compression::Zstd) => Box::new(
-                zstd::stream::read::Decoder::new(stream)
-                    .map_err(|e| Failure::Io(anyhow!("zstd: {e}")))?,
-            ),
-            None => Box::new(stream),
-        };
         let mut extractor = Extractor {
             root,
             target,
@@ -152,12 +141,6 @@ fn unpack_from(
     } else {
         failure.into_error(archive, &left)
     })
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
 }
 
 /// One clear line for an archive path that cannot be an OS image.

@@ -14,7 +14,7 @@ pub mod report;
 mod tree;
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -236,18 +236,10 @@ pub fn open_target(plan: &AuditPlan) -> Result<Target> {
 /// The decompressed tar stream of an archive (gzip, zstd or plain: detected).
 fn tar_stream(path: &Path) -> Result<Box<dyn Read>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let (compression, magic) = crate::archive::Compression::sniff(&mut reader)?;
-    let stream = std::io::Cursor::new(magic).chain(reader);
-    Ok(match compression {
-        Some(crate::archive::Compression::Gzip) => {
-            Box::new(flate2::read::MultiGzDecoder::new(stream))
-        }
-        Some(crate::archive::Compression::Zstd) => {
-            Box::new(zstd::stream::read::Decoder::new(stream)?)
-        }
-        None => Box::new(stream),
-    })
+    Ok(
+        crate::archive::decompressed(file)
+            .with_context(|| format!("reading {}", path.display()))?,
+    )
 }
 
 /// Walks an archive's members through the bounded reader unpack uses, so a hostile target

@@ -4,12 +4,12 @@
 //! beside it is checked when there is one, and is not required.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::archive::{self, Compression, UnpackOptions};
+use crate::archive::{self, UnpackOptions};
 
 /// Before anything runs: the file exists and starts like a tar archive (after decompression).
 pub fn check(path: &Path) -> Result<()> {
@@ -19,15 +19,8 @@ pub fn check(path: &Path) -> Result<()> {
             path.display()
         )
     })?;
-    let mut reader = BufReader::new(file);
-    let (kind, magic) =
-        Compression::sniff(&mut reader).with_context(|| format!("reading {}", path.display()))?;
-    let stream = io::Cursor::new(magic).chain(reader);
-    let mut decoded: Box<dyn Read> = match kind {
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        None => Box::new(stream),
-    };
+    let mut decoded = crate::archive::decompressed(file)
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut block = [0u8; 512];
     let complete = decoded.read_exact(&mut block).is_ok();
     if !complete || !is_tar_header(&block) {

@@ -151,6 +151,44 @@ impl Fixture {
         cmd
     }
 
+    /// `pack`s the base tree into `NAME` beside it: an OS image for `build-stemcell`.
+    pub fn pack_base(&self, name: &str) -> PathBuf {
+        let image = self.path().join(name);
+        let out = Command::new(bin())
+            .arg("pack")
+            .arg(self.base())
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pack: {}", text(&out.stderr));
+        image
+    }
+
+    /// `build-stemcell` of a warden stemcell from `image` with the `test` collection, the
+    /// agent `agent` and the layer cache in `cache`, into the fixture's work and out dirs.
+    pub fn stemcell_command(&self, image: &Path, agent: &Path, cache: &Path) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(["build-stemcell", "--iaas", "warden", "--version", "1.2"])
+            .args(["--os", "debian-trixie", "--collection", "test"])
+            .arg("--os-image")
+            .arg(image)
+            .arg("--agent")
+            .arg(agent)
+            .arg("--stages-dir")
+            .arg(self.stages())
+            .arg("--work-dir")
+            .arg(self.work())
+            .arg("--output-dir")
+            .arg(self.out_dir())
+            .arg("--cache-dir")
+            .arg(cache)
+            .env_remove("resume_from")
+            .env_remove("IAAS")
+            .env_remove("OS_NAME")
+            .env_remove("OS_VERSION");
+        cmd
+    }
+
     pub fn build(&self, extra: &[&str]) -> Output {
         self.build_command(extra).output().unwrap()
     }
