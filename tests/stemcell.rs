@@ -702,6 +702,12 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
         "{}",
         text(&info.stdout)
     );
+    // The older qcow2 format, as the reference's openstack suite asks ('qcow2 0.10 compat').
+    assert!(
+        text(&info.stdout).contains("\"compat\": \"0.10\""),
+        "{}",
+        text(&info.stdout)
+    );
 
     // The probe reports the rotation before multi-user; the getty shows the stemcell's hostname.
     let log = boot_to_multi_user(&disk, "qcow2", &[], dir.path(), &["bosh-stemcell login:"]);

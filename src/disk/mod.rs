@@ -233,8 +233,9 @@ fn check_size(tree: &Path, size_mib: u64, firmware: Firmware) -> Result<()> {
     } else {
         0
     };
-    // The tree, ext4's own metadata (about 5%) and the 1 MiB before the first partition.
-    let needed = crate::fsutil::disk_usage_mib(tree).unwrap_or(0) * 21 / 20 + esp + 64;
+    // The tree, ext4's own metadata (inode tables and reserve, about 10%), its journal and the
+    // 1 MiB before the first partition: a floor, not a promise the copy fits.
+    let needed = crate::fsutil::disk_usage_mib(tree).unwrap_or(0) * 11 / 10 + esp + 16;
     if size_mib > MAX_SIZE_MIB {
         bail!("--size-mib {size_mib} is more than {MAX_SIZE_MIB} (16 TiB): pass a smaller size");
     }
@@ -375,7 +376,9 @@ fn convert(
         }
         DiskFormat::Qcow2 => {
             let out = dir.join("root.img");
-            qemu(&["-O", "qcow2"], &dir.join("root.qcow2"))?;
+            // compat 0.10, as the reference's openstack stemcells: OpenStack clouds with an
+            // older qemu cannot open the 1.1 format qemu-img writes by default.
+            qemu(&["-O", "qcow2", "-o", "compat=0.10"], &dir.join("root.qcow2"))?;
             fs::rename(dir.join("root.qcow2"), &out)?;
             vec![out]
         }
