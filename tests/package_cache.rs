@@ -305,7 +305,11 @@ fn the_cache_location_and_offline_change_no_layer_key() {
     );
     // They are the builder's to decide, not --set's.
     let set = f
-        .build_command_with(&work, Some(&first_cache), &["--set", "package_cache_dir=/x"])
+        .build_command_with(
+            &work,
+            Some(&first_cache),
+            &["--set", "package_cache_dir=/x"],
+        )
         .output()
         .unwrap();
     assert!(!set.status.success());

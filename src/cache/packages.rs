@@ -246,7 +246,9 @@ impl PackageCache {
             let bytes = {
                 let mut writer = io::BufWriter::with_capacity(1 << 20, temp.as_file());
                 let bytes = copy_hashing(&mut source, &mut writer, &mut sha256, Some(&mut sha512))
-                    .map_err(|e| crate::fsutil::io_error(e, "caching", &root.join(ARCHIVES).join(file)))?;
+                    .map_err(|e| {
+                        crate::fsutil::io_error(e, "caching", &root.join(ARCHIVES).join(file))
+                    })?;
                 writer
                     .flush()
                     .map_err(|e| crate::fsutil::io_error(e, "writing into", &dir))?;
@@ -356,8 +358,13 @@ impl PackageCache {
             count += 1;
         }
         if count > 0 {
-            self.cache
-                .store(Kind::Lists, &key, &format!("apt lists {arch}"), None, &staging)?;
+            self.cache.store(
+                Kind::Lists,
+                &key,
+                &format!("apt lists {arch}"),
+                None,
+                &staging,
+            )?;
         }
         Ok(count)
     }
@@ -512,7 +519,11 @@ fn lists_key(root: &Path, arch: &str) -> Result<String> {
                 .filter(|n| n.ends_with(".list") || n.ends_with(".sources"))
                 .collect();
             names.sort();
-            files.extend(names.into_iter().map(|n| format!("etc/apt/sources.list.d/{n}")));
+            files.extend(
+                names
+                    .into_iter()
+                    .map(|n| format!("etc/apt/sources.list.d/{n}")),
+            );
         }
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
@@ -578,7 +589,8 @@ fn copy_into(source: &mut File, dir: &OwnedFd, name: &str, shown: &Path) -> Resu
     match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => {
-            return Err(io::Error::from(e)).with_context(|| format!("replacing {}", shown.display()))
+            return Err(io::Error::from(e))
+                .with_context(|| format!("replacing {}", shown.display()))
         }
     }
     let fd = openat(
@@ -793,17 +805,18 @@ mod tests {
         fs::write(&victim, b"keep").unwrap();
         let planted = dir.path().join("planted");
         tree_with_debs(&planted, &[]);
-        std::os::unix::fs::symlink(&victim, planted.join(ARCHIVES).join("a_1_amd64.deb"))
-            .unwrap();
+        std::os::unix::fs::symlink(&victim, planted.join(ARCHIVES).join("a_1_amd64.deb")).unwrap();
         let provided = cache
             .provide(&planted, Some(&[want("a_1_amd64.deb", b"aaaa")]), "amd64")
             .unwrap();
         assert_eq!(provided.files, 1);
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
-        assert!(!fs::symlink_metadata(planted.join(ARCHIVES).join("a_1_amd64.deb"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(
+            !fs::symlink_metadata(planted.join(ARCHIVES).join("a_1_amd64.deb"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     fn first_tree(dir: &Path) -> PathBuf {
@@ -836,13 +849,19 @@ mod tests {
         )
         .unwrap();
         assert!(cache.restore_lists(&other, "amd64").unwrap());
-        assert_eq!(fs::read_to_string(other.join(LISTS).join(list)).unwrap(), "P");
+        assert_eq!(
+            fs::read_to_string(other.join(LISTS).join(list)).unwrap(),
+            "P"
+        );
         assert!(!cache.restore_lists(&other, "arm64").unwrap());
         fs::write(
             other.join("etc/apt/sources.list"),
             "deb http://m.invalid/debian bookworm main\n",
         )
         .unwrap();
-        assert!(!cache.restore_lists(&other, "amd64").unwrap(), "other sources");
+        assert!(
+            !cache.restore_lists(&other, "amd64").unwrap(),
+            "other sources"
+        );
     }
 }

@@ -249,7 +249,11 @@ pub fn provide(
             .map_err(|e| crate::fsutil::io_error(e, "creating", target))?;
         packages.provide(target, None, &spec.arch)?;
     }
-    let args = tool.arguments(spec, target, packages.as_ref().map(|(_, dir)| dir.as_path()));
+    let args = tool.arguments(
+        spec,
+        target,
+        packages.as_ref().map(|(_, dir)| dir.as_path()),
+    );
     let os_args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
     let outcome = run_logged(
         sandboxed(&program, &os_args)?,

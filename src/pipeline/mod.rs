@@ -234,10 +234,7 @@ pub fn run(
             always_run: &collection.always_run,
             packager_inputs,
             shell_on_failure: plan.shell_on_failure,
-            package_cache: plan
-                .cache_dir
-                .as_deref()
-                .map(workspace::absolute),
+            package_cache: plan.cache_dir.as_deref().map(workspace::absolute),
             offline: plan.offline,
         };
         run_stages(&run, stack.as_mut(), reporter, &mut report)?;
