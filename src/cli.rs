@@ -914,18 +914,26 @@ fn package_cache(command: PackageCacheCommand) -> Result<()> {
                     "package cache: {file} no longer matched its sha256: removed from the cache, apt downloads it again"
                 );
             }
-            if offline {
-                if let Some(missing) = provided.missing.first() {
-                    let more = match provided.missing.len() - 1 {
-                        0 => String::new(),
-                        n => format!(" ({n} more missing)"),
-                    };
-                    bail!(
-                        "--offline: package {} is not in the package cache {}{more}: build once without --offline to fetch it",
-                        missing.describe(),
-                        cache.dir().display()
-                    );
+            if offline && !provided.missing.is_empty() {
+                const SHOWN: usize = 5;
+                let mut names: Vec<String> = provided
+                    .missing
+                    .iter()
+                    .take(SHOWN)
+                    .map(|w| w.describe())
+                    .collect();
+                if provided.missing.len() > SHOWN {
+                    names.push(format!("and {} more", provided.missing.len() - SHOWN));
                 }
+                let (what, are, them) = match provided.missing.len() {
+                    1 => ("package", "is", "it"),
+                    _ => ("packages", "are", "them"),
+                };
+                bail!(
+                    "--offline: {what} {} {are} not in the package cache {}: build once without --offline to fetch {them}",
+                    names.join(", "),
+                    cache.dir().display()
+                );
             }
             println!(
                 "package cache: {} packages ({}) from the cache, {} to download",

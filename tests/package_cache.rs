@@ -178,9 +178,10 @@ run_in_chroot "$chroot" 'for p in "$@"; do dpkg-query -W -f="\${Status}\n" "$p" 
         .find(|l| l.contains("--offline: package"))
         .unwrap_or_else(|| panic!("{missing_log}"));
     assert!(
-        line.contains("package sl ") && line.contains("build once without --offline"),
+        line.contains(" sl ") && line.contains("build once without --offline"),
         "{line}"
     );
+    assert!(!line.contains("hello"), "hello is cached: {line}");
 
     // A cached .deb whose bytes changed (same size) is never provided: offline it is missing,
     // and it is gone from the cache; online apt downloads it again.

@@ -469,10 +469,35 @@ pub fn parse_file_name(file: &str) -> Option<(String, String, String)> {
     ))
 }
 
-/// The packages `apt-get --print-uris` lists: `'URI' FILE SIZE HASH` per line, HASH being
-/// `SHA256:hex` or `SHA512:hex` (the index's strongest; anything else leaves it unknown, and
-/// such a package is never provided).
+/// The packages `apt-get --print-uris` lists: `'URI' FILE SIZE HASH` per line. apt prints
+/// the MD5 there (for old scripts), so the index's SHA256 comes from the `apt-cache show`
+/// stanzas of the same packages that follow the URIs in `text` (`pkg_mgr` asks for them in the
+/// same chroot run): a package gets the SHA256 of the one stanza of its name, version and
+/// architecture; a SHA256 or SHA512 printed on the line itself is taken as it is. A package with
+/// no index hash of those kinds, or with several, is never provided.
 pub fn parse_print_uris(text: &str) -> Vec<Wanted> {
+    let mut index: HashMap<(String, String, String), Vec<String>> = HashMap::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        if let (Some(package), Some(version), Some(arch), Some(sha256)) = (
+            field("Package"),
+            field("Version"),
+            field("Architecture"),
+            field("SHA256"),
+        ) {
+            let hashes = index.entry((package, version, arch)).or_default();
+            let sha256 = sha256.to_ascii_lowercase();
+            if !hashes.contains(&sha256) {
+                hashes.push(sha256);
+            }
+        }
+    }
     text.lines()
         .filter(|line| line.starts_with('\''))
         .filter_map(|line| {
@@ -480,7 +505,8 @@ pub fn parse_print_uris(text: &str) -> Vec<Wanted> {
             let mut words = rest.split_whitespace();
             let file = words.next()?.to_string();
             let bytes = words.next()?.parse().ok()?;
-            let hash = words.next().and_then(|h| {
+            let (name, version, arch) = parse_file_name(&file)?;
+            let printed = words.next().and_then(|h| {
                 let (kind, hex) = h.split_once(':')?;
                 let hex = hex.to_ascii_lowercase();
                 if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -492,7 +518,14 @@ pub fn parse_print_uris(text: &str) -> Vec<Wanted> {
                     _ => None,
                 }
             });
-            parse_file_name(&file)?;
+            let hash = printed.or_else(|| match index.get(&(name, version, arch)) {
+                Some(hashes) if hashes.len() == 1 => hashes[0]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit())
+                    .then(|| IndexHash::Sha256(hashes[0].clone()))
+                    .filter(|_| hashes[0].len() == 64),
+                _ => None,
+            });
             Some(Wanted { file, hash, bytes })
         })
         .collect()
@@ -656,18 +689,23 @@ mod tests {
     }
 
     #[test]
-    fn print_uris_lines_give_file_size_and_hash() {
+    fn print_uris_lines_take_the_sha256_of_the_index_stanza() {
         let sha256 = "ab".repeat(32);
+        let other = "ef".repeat(32);
         let sha512 = "CD".repeat(64);
         let text = format!(
-            "Reading package lists...\n\
-            'http://m.invalid/debian/pool/main/l/linux/linux-image-6.12_6.12.1-1_amd64.deb' linux-image-6.12_6.12.1-1_amd64.deb 1234 SHA256:{sha256}\n\
+            "'http://m.invalid/debian/pool/main/l/linux/linux-image-6.12_6.12.1-1_amd64.deb' linux-image-6.12_6.12.1-1_amd64.deb 1234 MD5Sum:00\n\
             'http://m.invalid/ubuntu/pool/main/g/grub/grub-pc_2.12-1_amd64.deb' grub-pc_2.12-1_amd64.deb 99 SHA512:{sha512}\n\
             'http://m.invalid/debian/pool/main/x/x/x_1_amd64.deb' x_1_amd64.deb 9 MD5Sum:00\n\
-            'http://m.invalid/debian/pool/main/x/x/x_1_amd64.deb' ../x_1_amd64.deb 9 SHA256:{sha256}\n"
+            'http://m.invalid/debian/pool/main/d/d/dpkg_1%3a1.2_amd64.deb' dpkg_1%3a1.2_amd64.deb 9 MD5Sum:00\n\
+            'http://m.invalid/debian/pool/main/x/x/x_1_amd64.deb' ../x_1_amd64.deb 9 MD5Sum:00\n\
+            Package: linux-image-6.12\nVersion: 6.12.1-1\nArchitecture: amd64\nDescription: a\n  kernel\nSHA256: {sha256}\n\n\
+            Package: x\nVersion: 1\nArchitecture: amd64\nSHA256: {sha256}\n\n\
+            Package: x\nVersion: 1\nArchitecture: amd64\nSHA256: {other}\n\n\
+            Package: dpkg\nVersion: 1:1.2\nArchitecture: amd64\nSHA256: {other}\n"
         );
         let wanted = parse_print_uris(&text);
-        assert_eq!(wanted.len(), 3, "{wanted:?}");
+        assert_eq!(wanted.len(), 4, "{wanted:?}");
         assert_eq!(wanted[0].file, "linux-image-6.12_6.12.1-1_amd64.deb");
         assert_eq!(wanted[0].bytes, 1234);
         assert_eq!(wanted[0].hash, Some(IndexHash::Sha256(sha256.clone())));
@@ -675,7 +713,12 @@ mod tests {
             wanted[1].hash,
             Some(IndexHash::Sha512(sha512.to_ascii_lowercase()))
         );
-        assert_eq!(wanted[2].hash, None);
+        assert_eq!(wanted[2].hash, None, "two index hashes: ambiguous");
+        assert_eq!(
+            wanted[3].hash,
+            Some(IndexHash::Sha256(other.clone())),
+            "epoch"
+        );
         assert_eq!(wanted[0].describe(), "linux-image-6.12 6.12.1-1 (amd64)");
     }
 

@@ -51,6 +51,25 @@ apt_update() {
   fi
 }
 
+# What pkg_mgr runs in the chroot to learn what apt is about to download: apt-get --print-uris
+# (which names each file with its MD5), then the index's stanza of each of those packages
+# (apt-cache show NAME:ARCH=VERSION, NAME=VERSION for arch all), which holds its SHA256.
+# shellcheck disable=SC2016
+_pkg_mgr_plan='action=$1
+  shift
+  uris=$(apt-get --print-uris -qq -y --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$action" "$@")
+  printf "%s\n\n" "$uris"
+  specs=$(printf "%s\n" "$uris" | while read -r _ file _; do
+    case $file in *_*_*.deb) ;; *) continue ;; esac
+    stem=${file%.deb}
+    name=${stem%%_*} rest=${stem#*_}
+    version=${rest%_*} arch=${rest##*_}
+    version=${version//%3a/:}
+    if [ "$arch" = all ]; then echo "$name=$version"; else echo "$name:$arch=$version"; fi
+  done)
+  if [ -n "$specs" ]; then apt-cache show --no-all-versions $specs || true; fi'
+
 # pkg_mgr ACTION PKG...: apt-get ACTION in the chroot, non-interactive, without recommends,
 # keeping existing config files. First finishes what an interrupted dpkg left half-configured
 # (a stage killed mid-install, then resumed); fetches package lists only when there are none.
@@ -70,7 +89,7 @@ pkg_mgr() {
   if [ -n "${package_cache_dir:-}" ]; then
     local uris
     uris=$(mktemp "$work/apt-uris.XXXXXX")
-    if ! run_in_chroot "$chroot" "apt_options=--print-uris; $apt" "$@" >"$uris"; then
+    if ! run_in_chroot "$chroot" "$_pkg_mgr_plan" "$@" >"$uris"; then
       rm -f "$uris"
       fail "apt-get --print-uris $* failed"
     fi
