@@ -163,7 +163,8 @@ pub struct CacheDirArg {
 pub struct PruneArgs {
     #[command(flatten)]
     pub cache: CacheDirArg,
-    /// Keep the N most recently used entries of each kind.
+    /// Keep the N most recently used entries of each kind (bases, layers, lists; packages are
+    /// bounded by --older-than and --max-size).
     #[arg(long, value_name = "N", required_unless_present_any = ["older_than", "max_size"])]
     pub keep: Option<usize>,
     /// Remove entries not used for more than DAYS days.

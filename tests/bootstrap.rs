@@ -1,4 +1,5 @@
-//! The base for real: debootstrap when asked (the fallback when mmdebstrap is missing), the
+//! The base for real: debootstrap when asked (the fallback when mmdebstrap is missing), its
+//! packages kept in the package cache, the
 //! base cache making a second build start from the cache, the package cache serving a bootstrap
 //! whose base is no longer cached, and `--offline` from the cached base. A minimal OS definition
 //! keeps it quick.
@@ -51,12 +52,36 @@ fn build(f: &Fixture, assets: &std::path::Path, extra: &[&str]) -> std::process:
 fn debootstrap_makes_the_base_when_asked() {
     let f = Fixture::new();
     let assets = minimal_os(&f);
+    // With a cache: debootstrap's packages are kept in the package cache, and the base keeps
+    // none of them in its apt archive.
+    let cache = f.path().join("cache");
     let out = build(
         &f,
         &assets,
-        &["--bootstrapper", "debootstrap", "--no-cache"],
+        &[
+            "--bootstrapper",
+            "debootstrap",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let kept = fs::read_dir(cache.join("packages"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+        .count();
+    assert!(kept > 20, "debootstrap's packages were not kept: {kept}");
+    let archive = f.work().join("layers/00-base/var/cache/apt/archives");
+    let left: Vec<_> = fs::read_dir(&archive)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".deb"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the base still holds {left:?}");
     let log = fs::read_to_string(f.work().join("logs/00-base.log")).unwrap();
     assert!(
         log.contains("debootstrap") && log.contains("Base system installed successfully"),

@@ -41,7 +41,8 @@ impl State {
     }
 }
 
-/// What `cache prune` removes: entries beyond the `keep` most recently used of each kind,
+/// What `cache prune` removes: entries beyond the `keep` most recently used of each kind but
+/// packages,
 /// entries last used more than `older_than_days` ago, and the least recently used entries of a
 /// kind beyond `max_bytes` of that kind. Incomplete entries always go, and temporary files once
 /// they are an hour old (younger ones may be a store in progress).
@@ -164,7 +165,10 @@ pub fn prune(cache: &Cache, policy: PrunePolicy) -> Result<Vec<Listed>> {
             State::Partial => now.saturating_sub(entry.last_used) > PARTIAL_GRACE_SECONDS,
             State::Ok => {
                 let kept: &mut usize = kept_per_kind.entry(entry.kind.name()).or_default();
-                let too_many = policy.keep.is_some_and(|keep| *kept >= keep);
+                // A count of packages means nothing (one kernel is a dozen): `--keep` bounds
+                // the other kinds, age and size bound packages.
+                let too_many =
+                    entry.kind != Kind::Package && policy.keep.is_some_and(|keep| *kept >= keep);
                 let too_old = policy
                     .older_than_days
                     .is_some_and(|days| now.saturating_sub(entry.last_used) > days * 86_400);
