@@ -49,7 +49,7 @@ pub enum Command {
     DiskImage(DiskImageArgs),
     /// Check this host for what builds need, and say what to install.
     Doctor(DoctorArgs),
-    /// Show and bound the build cache (bases, stage layers).
+    /// Show and bound the build cache (bases, stage layers, apt lists, packages).
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Open a shell (or run a command) in a work dir's layered tree, e.g. after a failed stage.
@@ -64,6 +64,53 @@ pub enum Command {
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox(SandboxArgs),
+    /// Internal: the package cache, for the stages' pkg_mgr and the bootstrap's hooks.
+    #[command(subcommand, hide = true)]
+    PackageCache(PackageCacheCommand),
+}
+
+/// What the stages' `pkg_mgr`/`apt_update` and mmdebstrap's hooks ask of the package cache.
+#[derive(Debug, Subcommand)]
+pub enum PackageCacheCommand {
+    /// Copy cached packages into ROOT's apt archive: those `apt-get --print-uris` listed in
+    /// URIS, or (without --uris) the newest of each package of ARCH.
+    Provide {
+        root: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        arch: String,
+        #[arg(long)]
+        uris: Option<PathBuf>,
+        /// Fail, naming the package, when one of URIS is not cached.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Keep the packages in ROOT's apt archive.
+    Store {
+        root: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
+    },
+    /// Put the cached package lists for ROOT's apt sources into ROOT.
+    ListsIn {
+        root: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        arch: String,
+        /// Fail when there are none.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Keep ROOT's package lists for its apt sources.
+    ListsOut {
+        root: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        arch: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +147,8 @@ impl SandboxArgs {
 pub enum CacheCommand {
     /// List what the cache holds: kind, key, name, size, last use.
     Ls(CacheDirArg),
-    /// Remove entries: beyond the N most recently used of each kind, or unused for DAYS.
+    /// Remove entries: beyond the N most recently used of each kind, unused for DAYS, or the
+    /// least recently used beyond SIZE of each kind.
     Prune(PruneArgs),
 }
 
@@ -115,12 +163,17 @@ pub struct CacheDirArg {
 pub struct PruneArgs {
     #[command(flatten)]
     pub cache: CacheDirArg,
-    /// Keep the N most recently used entries of each kind.
-    #[arg(long, value_name = "N", required_unless_present = "older_than")]
+    /// Keep the N most recently used entries of each kind (bases, layers, lists; packages are
+    /// bounded by --older-than and --max-size).
+    #[arg(long, value_name = "N", required_unless_present_any = ["older_than", "max_size"])]
     pub keep: Option<usize>,
     /// Remove entries not used for more than DAYS days.
     #[arg(long, value_name = "DAYS")]
     pub older_than: Option<u64>,
+    /// Keep at most SIZE of each kind (bytes, or with K, M, G, T), least recently used removed
+    /// first: e.g. --max-size 5G bounds the package cache to 5 GB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::cache::listing::parse_size)]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -153,17 +206,29 @@ pub struct StageRunArgs {
     /// Run every stage in one plain directory (hosts without overlayfs); no stage layers.
     #[arg(long)]
     pub no_layers: bool,
-    /// Cache for bootstrapped bases and finished stage layers.
+    /// Cache for bootstrapped bases, finished stage layers, apt package lists and downloaded
+    /// packages.
     #[arg(long, default_value = DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
-    /// Neither read nor write the cache (every stage runs).
+    /// Neither read nor write the cache (every stage runs, every package is downloaded).
     #[arg(long)]
     pub no_cache: bool,
+    /// Download nothing: the base, package lists and packages come from the cache alone; a
+    /// missing package stops the build, naming it.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl StageRunArgs {
     fn cache(&self) -> Option<PathBuf> {
         (!self.no_cache).then(|| self.cache_dir.clone())
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.offline && self.no_cache {
+            bail!("--offline builds from the cache and --no-cache forbids it: drop one of them");
+        }
+        Ok(())
     }
 }
 
@@ -569,6 +634,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::cache::PrunePolicy {
                     keep: args.keep,
                     older_than_days: args.older_than,
+                    max_bytes: args.max_size,
                 },
             )?;
             let freed: u64 = removed.iter().map(|e| e.bytes).sum();
@@ -581,6 +647,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::cache::listing::human_bytes(freed)
             )?;
         }
+        Command::PackageCache(command) => package_cache(command)?,
         Command::Shell(args) => {
             // Before any thread: the merged tree is mounted in this process's own namespace.
             crate::layers::enter_private_mount_namespace()?;
@@ -770,6 +837,7 @@ fn exit_code(code: i32) -> ExitCode {
 fn os_image_build(
     args: BuildOsImageArgs,
 ) -> Result<(crate::pipeline::BuildPlan, crate::os_image::OsImagePackager)> {
+    args.run.check()?;
     let (def, stages_dir) = resolve_os(&args.os, &args.sources)?;
     let arch = match args.arch {
         Some(arch) => checked_arch(arch)?,
@@ -799,6 +867,7 @@ fn os_image_build(
             },
             tool: args.bootstrapper,
             cache_dir: args.run.cache(),
+            offline: args.run.offline,
         },
     };
     let plan = crate::pipeline::BuildPlan {
@@ -814,6 +883,7 @@ fn os_image_build(
         argv: argv(),
         layers: !args.run.no_layers,
         cache_dir: args.run.cache(),
+        offline: args.run.offline,
         until: args.run.until.clone(),
         shell_on_failure: args.run.shell_on_failure,
     };
@@ -824,12 +894,98 @@ fn os_image_build(
     Ok((plan, packager))
 }
 
+fn package_cache(command: PackageCacheCommand) -> Result<()> {
+    use crate::cache::packages::{parse_print_uris, PackageCache};
+    match command {
+        PackageCacheCommand::Provide {
+            root,
+            cache_dir,
+            arch,
+            uris,
+            offline,
+        } => {
+            let cache = PackageCache::new(&cache_dir);
+            let wanted = match &uris {
+                Some(file) => Some(parse_print_uris(
+                    &std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                )),
+                None => None,
+            };
+            let provided = cache.provide(&root, wanted.as_deref(), &arch)?;
+            for file in &provided.dropped {
+                eprintln!(
+                    "package cache: {file} no longer matched its sha256: removed from the cache, apt downloads it again"
+                );
+            }
+            if offline && !provided.missing.is_empty() {
+                const SHOWN: usize = 5;
+                let mut names: Vec<String> = provided
+                    .missing
+                    .iter()
+                    .take(SHOWN)
+                    .map(|w| w.describe())
+                    .collect();
+                if provided.missing.len() > SHOWN {
+                    names.push(format!("and {} more", provided.missing.len() - SHOWN));
+                }
+                let (what, are, them) = match provided.missing.len() {
+                    1 => ("package", "is", "it"),
+                    _ => ("packages", "are", "them"),
+                };
+                bail!(
+                    "--offline: {what} {} {are} not in the package cache {}: build once without --offline to fetch {them}",
+                    names.join(", "),
+                    cache.dir().display()
+                );
+            }
+            crate::outln!(
+                "package cache: {} packages ({}) from the cache, {} to download",
+                provided.files,
+                crate::cache::listing::human_bytes(provided.bytes),
+                provided.missing.len()
+            )?;
+        }
+        PackageCacheCommand::Store { root, cache_dir } => {
+            let stored = PackageCache::new(&cache_dir).store(&root)?;
+            crate::outln!(
+                "package cache: kept {} new packages ({})",
+                stored.files,
+                crate::cache::listing::human_bytes(stored.bytes)
+            )?;
+        }
+        PackageCacheCommand::ListsIn {
+            root,
+            cache_dir,
+            arch,
+            offline,
+        } => {
+            let cache = PackageCache::new(&cache_dir);
+            if !cache.restore_lists(&root, &arch)? && offline {
+                bail!(
+                    "--offline: the cache {} has no package lists for this tree's apt sources ({arch}): build once without --offline to fetch them",
+                    cache_dir.display()
+                );
+            }
+        }
+        PackageCacheCommand::ListsOut {
+            root,
+            cache_dir,
+            arch,
+        } => {
+            PackageCache::new(&cache_dir).save_lists(&root, &arch)?;
+        }
+    }
+    Ok(())
+}
+
 fn stemcell_build(
     args: BuildStemcellArgs,
 ) -> Result<(
     crate::pipeline::BuildPlan,
     crate::stemcell::StemcellPackager,
 )> {
+    args.run.check()?;
     let target = crate::stemcell::iaas::resolve(&args.iaas, args.hypervisor.as_deref())?;
     let format = target.format(args.format)?;
     let given_os = match args.os.or_else(|| {
@@ -894,6 +1050,7 @@ fn stemcell_build(
         argv: argv(),
         layers: !args.run.no_layers,
         cache_dir: args.run.cache(),
+        offline: args.run.offline,
         until: args.run.until.clone(),
         shell_on_failure: args.run.shell_on_failure,
     };

@@ -1,5 +1,8 @@
-//! The base for real: debootstrap when asked (the fallback when mmdebstrap is missing), and the
-//! base cache making a second build start from the cache. A minimal OS definition keeps it quick.
+//! The base for real: debootstrap when asked (the fallback when mmdebstrap is missing), its
+//! packages kept in the package cache, the
+//! base cache making a second build start from the cache, the package cache serving a bootstrap
+//! whose base is no longer cached, and `--offline` from the cached base. A minimal OS definition
+//! keeps it quick.
 
 mod support;
 
@@ -49,12 +52,36 @@ fn build(f: &Fixture, assets: &std::path::Path, extra: &[&str]) -> std::process:
 fn debootstrap_makes_the_base_when_asked() {
     let f = Fixture::new();
     let assets = minimal_os(&f);
+    // With a cache: debootstrap's packages are kept in the package cache, and the base keeps
+    // none of them in its apt archive.
+    let cache = f.path().join("cache");
     let out = build(
         &f,
         &assets,
-        &["--bootstrapper", "debootstrap", "--no-cache"],
+        &[
+            "--bootstrapper",
+            "debootstrap",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let kept = fs::read_dir(cache.join("packages"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+        .count();
+    assert!(kept > 20, "debootstrap's packages were not kept: {kept}");
+    let archive = f.work().join("layers/00-base/var/cache/apt/archives");
+    let left: Vec<_> = fs::read_dir(&archive)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".deb"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the base still holds {left:?}");
     let log = fs::read_to_string(f.work().join("logs/00-base.log")).unwrap();
     assert!(
         log.contains("debootstrap") && log.contains("Base system installed successfully"),
@@ -129,4 +156,71 @@ fn the_second_build_of_the_day_starts_from_the_cache() {
         packages, first_packages,
         "the cached base holds other packages"
     );
+
+    // The bootstrap kept its packages; with the base cache emptied, the next bootstrap takes
+    // every one of them from the package cache and downloads none.
+    let debs = |cache: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(cache.join("packages"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".deb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let kept = debs(&cache);
+    assert!(
+        kept.len() > 20,
+        "the bootstrap kept {} packages",
+        kept.len()
+    );
+    for entry in fs::read_dir(cache.join("base")).unwrap().flatten() {
+        fs::remove_file(entry.path()).unwrap();
+    }
+    let warm = build(&f, &assets, &["--cache-dir", cache_arg, "--no-layers"]);
+    assert!(warm.status.success(), "{}", text(&warm.stderr));
+    let log = fs::read_to_string(f.work().join("logs/00-base.log")).unwrap();
+    let provided = log
+        .lines()
+        .find(|l| l.contains("package cache:") && l.contains("from the cache"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(!provided.contains(" 0 packages"), "{provided}");
+    assert!(
+        log.contains("package cache: kept 0 new packages"),
+        "the warm bootstrap downloaded packages:\n{log}"
+    );
+    assert_eq!(debs(&cache), kept);
+    assert!(
+        !log.lines().any(|l| l.starts_with("Get:")),
+        "apt downloaded:\n{log}"
+    );
+    let version = fs::read_to_string(f.work().join("base-files-version")).unwrap();
+    assert_eq!(version, first_version);
+
+    // --offline builds from the cached base; without one it says so in one line.
+    let offline = build(
+        &f,
+        &assets,
+        &["--cache-dir", cache_arg, "--no-layers", "--offline"],
+    );
+    assert!(offline.status.success(), "{}", text(&offline.stderr));
+    assert!(text(&offline.stdout).contains("ok (cache)"));
+    for entry in fs::read_dir(cache.join("base")).unwrap().flatten() {
+        fs::remove_file(entry.path()).unwrap();
+    }
+    let none = build(
+        &f,
+        &assets,
+        &["--cache-dir", cache_arg, "--no-layers", "--offline"],
+    );
+    assert!(!none.status.success());
+    let stderr = text(&none.stderr);
+    assert!(
+        stderr.contains("--offline: no cached mmdebstrap base of trixie"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

@@ -41,13 +41,16 @@ impl State {
     }
 }
 
-/// What `cache prune` removes: entries beyond the `keep` most recently used of each kind, and
-/// entries last used more than `older_than_days` ago. Incomplete entries always go, and
-/// temporary files once they are an hour old (younger ones may be a store in progress).
+/// What `cache prune` removes: entries beyond the `keep` most recently used of each kind but
+/// packages,
+/// entries last used more than `older_than_days` ago, and the least recently used entries of a
+/// kind beyond `max_bytes` of that kind. Incomplete entries always go, and temporary files once
+/// they are an hour old (younger ones may be a store in progress).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PrunePolicy {
     pub keep: Option<usize>,
     pub older_than_days: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 const PARTIAL_GRACE_SECONDS: u64 = 3600;
@@ -66,9 +69,9 @@ impl Cache {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let path = entry.path();
-                // Only names this cache writes: KEY.tar.zst, KEY.json, .KEY….partial.
+                // Only names this cache writes: KEY.tar.zst (KEY.deb), KEY.json, .KEY….partial.
                 let key_part = name
-                    .strip_suffix(".tar.zst")
+                    .strip_suffix(kind.suffix())
                     .or_else(|| name.strip_suffix(".json"))
                     .or_else(|| {
                         name.strip_prefix('.')
@@ -94,7 +97,7 @@ impl Cache {
                         state: State::Partial,
                         files: vec![path],
                     });
-                } else if let Some(key) = name.strip_suffix(".tar.zst") {
+                } else if let Some(key) = name.strip_suffix(kind.suffix()) {
                     let record_path = dir.join(format!("{key}.json"));
                     match read(&record_path) {
                         Some(record) => rows.push(Listed {
@@ -118,7 +121,7 @@ impl Cache {
                     }
                 } else if let Some(key) = name.strip_suffix(".json") {
                     // A record whose archive is gone.
-                    if !dir.join(format!("{key}.tar.zst")).exists() {
+                    if !dir.join(format!("{key}{}", kind.suffix())).exists() {
                         rows.push(Listed {
                             kind,
                             key: key.to_string(),
@@ -154,20 +157,31 @@ pub fn prune(cache: &Cache, policy: PrunePolicy) -> Result<Vec<Listed>> {
     let now = now();
     let mut removed = Vec::new();
     let mut kept_per_kind = std::collections::HashMap::new();
+    let mut bytes_per_kind = std::collections::HashMap::new();
+    // Newest use first within each kind: what is kept is what builds use.
     for entry in cache.list()? {
         let remove = match entry.state {
             State::Incomplete => true,
             State::Partial => now.saturating_sub(entry.last_used) > PARTIAL_GRACE_SECONDS,
             State::Ok => {
                 let kept: &mut usize = kept_per_kind.entry(entry.kind.name()).or_default();
-                let too_many = policy.keep.is_some_and(|keep| *kept >= keep);
+                // A count of packages means nothing (one kernel is a dozen): `--keep` bounds
+                // the other kinds, age and size bound packages.
+                let too_many =
+                    entry.kind != Kind::Package && policy.keep.is_some_and(|keep| *kept >= keep);
                 let too_old = policy
                     .older_than_days
                     .is_some_and(|days| now.saturating_sub(entry.last_used) > days * 86_400);
-                if !(too_many || too_old) {
+                let kept_bytes: &mut u64 = bytes_per_kind.entry(entry.kind.name()).or_default();
+                let too_big = policy
+                    .max_bytes
+                    .is_some_and(|max| *kept_bytes + entry.bytes > max);
+                let remove = too_many || too_old || too_big;
+                if !remove {
                     *kept += 1;
+                    *kept_bytes += entry.bytes;
                 }
-                too_many || too_old
+                remove
             }
         };
         if remove {
@@ -189,7 +203,7 @@ pub fn render_list(cache: &Cache, entries: &[Listed]) -> String {
     let mut out = format!("cache {}\n", cache.root().display());
     let _ = writeln!(
         out,
-        "{:<6} {:<22} {:<24} {:>10}  {:<17} STATE",
+        "{:<7} {:<22} {:<40} {:>10}  {:<17} STATE",
         "KIND", "KEY", "NAME", "SIZE", "LAST USED (UTC)"
     );
     let mut total = 0;
@@ -197,10 +211,10 @@ pub fn render_list(cache: &Cache, entries: &[Listed]) -> String {
         total += e.bytes;
         let _ = writeln!(
             out,
-            "{:<6} {:<22} {:<24} {:>10}  {:<17} {}",
+            "{:<7} {:<22} {:<40} {:>10}  {:<17} {}",
             e.kind.name(),
             short(&e.key, 22),
-            short(&e.name, 24),
+            short(&e.name, 40),
             human_bytes(e.bytes),
             date(e.last_used),
             e.state.name()
@@ -213,6 +227,29 @@ pub fn render_list(cache: &Cache, entries: &[Listed]) -> String {
         human_bytes(total)
     );
     out
+}
+
+/// `--max-size` values: bytes, or with a K, M, G or T suffix (powers of 1000, as `cache ls`
+/// prints sizes).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let trimmed = text.trim();
+    let bad = || format!("'{text}' is not a size: write e.g. 500M or 20G");
+    let (digits, factor) = match trimmed.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let factor: u64 = match c.to_ascii_uppercase() {
+                'K' => 1_000,
+                'M' => 1_000_000,
+                'G' => 1_000_000_000,
+                'T' => 1_000_000_000_000,
+                _ => return Err(bad()),
+            };
+            (&trimmed[..i], factor)
+        }
+        _ => (trimmed, 1),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 fn short(text: &str, width: usize) -> String {
@@ -282,7 +319,7 @@ mod tests {
             &cache,
             PrunePolicy {
                 keep: Some(2),
-                older_than_days: None,
+                ..PrunePolicy::default()
             },
         )
         .unwrap();
@@ -297,8 +334,8 @@ mod tests {
         let removed = prune(
             &cache,
             PrunePolicy {
-                keep: None,
                 older_than_days: Some(5),
+                ..PrunePolicy::default()
             },
         )
         .unwrap();
@@ -321,6 +358,7 @@ mod tests {
         let policy = PrunePolicy {
             keep: Some(0),
             older_than_days: Some(0),
+            max_bytes: Some(0),
         };
         let err = prune(&cache, policy).unwrap_err().to_string();
         assert!(err.contains("not a stemcell-builder cache"), "{err}");
@@ -344,6 +382,37 @@ mod tests {
         assert!(err.contains("refusing"), "{err}");
         assert!(elsewhere.join("k.tar.zst").exists());
         assert!(ours.archive_path(Kind::Base, "b1").exists());
+    }
+
+    #[test]
+    fn prune_bounds_each_kind_by_size_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&dir.path().join("cache"));
+        let now = now();
+        stored(&cache, Kind::Layer, "new", now, dir.path());
+        stored(&cache, Kind::Layer, "old", now - 100, dir.path());
+        stored(&cache, Kind::Base, "b", now - 1000, dir.path());
+        let one = cache.list().unwrap()[0].bytes;
+        let removed = prune(
+            &cache,
+            PrunePolicy {
+                max_bytes: Some(one + one / 2),
+                ..PrunePolicy::default()
+            },
+        )
+        .unwrap();
+        let names: Vec<_> = removed.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(names, ["old"], "per kind, oldest use first");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("20G"), Ok(20_000_000_000));
+        assert_eq!(parse_size("500m"), Ok(500_000_000));
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The build cache under `--cache-dir`: content-addressed entries of several kinds (bootstrapped
-//! bases, stage layers; later, packages), each `CACHE/KIND/KEY.tar.zst` (our own archive format,
-//! which keeps owners, devices, xattrs, overlay whiteouts and opaque dirs) with a record
-//! `KEY.json` beside it: the archive's sha256 and size, when it was made and last used, and
+//! bases, stage layers, apt package lists, packages), each `CACHE/KIND/KEY.tar.zst` (our own
+//! archive format, which keeps owners, devices, xattrs, overlay whiteouts and opaque dirs; a
+//! package is its `.deb` as apt downloaded it, see [`packages`]) with a record `KEY.json` beside
+//! it: the archive's sha256 and size, when it was made and last used, and
 //! (for layers) the inputs its key hashes, which explain a later miss.
 //!
 //! An entry is written under a temporary name and renamed, then its record is written the same
@@ -11,6 +12,7 @@
 //! unpack from, so a concurrent rename cannot slip another file under them.
 
 pub mod listing;
+pub mod packages;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek};
@@ -32,16 +34,22 @@ pub enum Kind {
     Base,
     /// The upper dir of one stage run on one parent.
     Layer,
+    /// apt's package lists for one set of sources and one architecture.
+    Lists,
+    /// One downloaded `.deb` (see [`packages`]).
+    Package,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Base, Kind::Layer];
+    pub const ALL: [Kind; 4] = [Kind::Base, Kind::Layer, Kind::Lists, Kind::Package];
 
     /// The directory of this kind's entries.
     pub fn dir(self) -> &'static str {
         match self {
             Kind::Base => "base",
             Kind::Layer => "layers",
+            Kind::Lists => "apt-lists",
+            Kind::Package => "packages",
         }
     }
 
@@ -50,6 +58,16 @@ impl Kind {
         match self {
             Kind::Base => "base",
             Kind::Layer => "layer",
+            Kind::Lists => "lists",
+            Kind::Package => "package",
+        }
+    }
+
+    /// How an entry's data file ends: our archive, or a package as apt downloaded it.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::Package => ".deb",
+            _ => ".tar.zst",
         }
     }
 }
@@ -108,7 +126,9 @@ impl Cache {
     }
 
     pub fn archive_path(&self, kind: Kind, key: &str) -> PathBuf {
-        self.root.join(kind.dir()).join(format!("{key}.tar.zst"))
+        self.root
+            .join(kind.dir())
+            .join(format!("{key}{}", kind.suffix()))
     }
 
     fn record_path(&self, kind: Kind, key: &str) -> PathBuf {

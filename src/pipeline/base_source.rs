@@ -21,6 +21,8 @@ pub enum BaseSource {
         spec: BaseSpec,
         tool: BootstrapChoice,
         cache_dir: Option<PathBuf>,
+        /// `--offline`: the newest cached base of this kind, never a bootstrap.
+        offline: bool,
     },
     /// A directory copied as it is (`--base DIR`).
     Tree(PathBuf),
@@ -99,9 +101,19 @@ impl BaseSource {
     /// metadata (`layers::key::tree_metadata`), which any write to it changes.
     pub fn layer_key(&self, workspace: &Workspace, reporter: &Reporter) -> Result<String> {
         Ok(match self {
-            BaseSource::Bootstrap { spec, tool, .. } => format!(
+            BaseSource::Bootstrap {
+                spec,
+                tool,
+                cache_dir,
+                offline,
+            } => format!(
                 "base-{}",
-                spec.cache_key(Bootstrapper::choose(*tool)?, &bootstrap::utc_day())
+                bootstrap::base_key(
+                    spec,
+                    Bootstrapper::choose(*tool)?,
+                    cache_dir.as_deref(),
+                    *offline
+                )?
             ),
             BaseSource::Tree(dir) => format!("tree-{}", crate::layers::key::tree_metadata(dir)?),
             BaseSource::Image(image) => format!("image-{}", crate::checksum::sha256_file(image)?),
@@ -160,11 +172,13 @@ impl BaseSource {
                 spec,
                 tool,
                 cache_dir,
+                offline,
             } => {
                 let source = bootstrap::provide(
                     spec,
                     Bootstrapper::choose(*tool)?,
                     cache_dir.as_deref(),
+                    *offline,
                     chroot,
                     &workspace.log("00-base.log"),
                     reporter,

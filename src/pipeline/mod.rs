@@ -73,8 +73,11 @@ pub struct BuildPlan {
     pub argv: Vec<String>,
     /// Run each stage on its own overlay layer (`--no-layers` turns this off).
     pub layers: bool,
-    /// Where finished layers are stored and found (`--cache-dir`; None with `--no-cache`).
+    /// Where finished layers, apt lists and packages are stored and found (`--cache-dir`;
+    /// None with `--no-cache`). Stages' apt shares its package cache.
     pub cache_dir: Option<PathBuf>,
+    /// `--offline`: the base, package lists and packages come from the cache alone.
+    pub offline: bool,
     /// Stop after this stage; no artifact is written (`--until`).
     pub until: Option<String>,
     /// Open a shell in the failing stage's tree when stdin is a terminal.
@@ -232,6 +235,8 @@ pub fn run(
             scoped_settings: &collection.scoped_settings,
             packager_inputs,
             shell_on_failure: plan.shell_on_failure,
+            package_cache: plan.cache_dir.as_deref().map(workspace::absolute),
+            offline: plan.offline,
         };
         run_stages(&run, stack.as_mut(), reporter, &mut report)?;
 

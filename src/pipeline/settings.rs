@@ -29,6 +29,8 @@ pub const CONTRACT_VARIABLES: &[&str] = &[
     "lib_dir",
     "stage_name",
     "stemcell_builder",
+    "package_cache_dir",
+    "offline",
 ];
 
 /// Names that change how the host's shell, loader or interpreters behave for a stage run as

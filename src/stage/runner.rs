@@ -45,6 +45,13 @@ pub struct RunPlan<'a> {
     pub packager_inputs: Vec<(String, String)>,
     /// Open a shell in the failed stage's tree when stdin is a terminal.
     pub shell_on_failure: bool,
+    /// The cache dir whose package cache the prelude's apt shares (`$package_cache_dir`).
+    /// Given to stages as a contract variable, not a setting: where the cache lives changes
+    /// no layer's content, so it is no part of any layer key.
+    pub package_cache: Option<PathBuf>,
+    /// `--offline` (`$offline`): nothing is downloaded. Not in the layer keys either: a layer
+    /// built offline holds what the same build online would.
+    pub offline: bool,
 }
 
 impl RunPlan<'_> {
@@ -411,6 +418,11 @@ fn stage_command(
         .env("base_dir", &plan.stages_dir)
         .env("lib_dir", plan.stages_dir.join("lib"))
         .env("stage_name", &stage.name)
-        .env("stemcell_builder", exe);
+        .env("stemcell_builder", exe)
+        .env(
+            "package_cache_dir",
+            plan.package_cache.as_deref().unwrap_or(Path::new("")),
+        )
+        .env("offline", if plan.offline { "1" } else { "" });
     Ok(command)
 }

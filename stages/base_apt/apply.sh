@@ -15,9 +15,6 @@ APT::Install-Suggests "false";
 Acquire::Retries "3";
 CONF
 
-run_in_chroot "$chroot" '
-  dpkg --configure -a
-  apt-get update -q
-  apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold dist-upgrade
-  apt-get clean
-'
+# Through the prelude, so the package cache serves and keeps what the upgrade downloads.
+apt_update
+pkg_mgr dist-upgrade

@@ -35,19 +35,76 @@ $script" run_in_chroot "$@"
   fi
 }
 
+# apt_update: fresh package lists for the chroot's sources. With the package cache
+# ($package_cache_dir, the build's --cache-dir), the lists it kept for the same sources go in
+# first, so apt fetches only what changed, and the new ones are kept for the next build; with
+# --offline ($offline) the kept lists are used as they are and nothing is fetched.
+apt_update() {
+  if [ -n "${package_cache_dir:-}" ]; then
+    "$stemcell_builder" package-cache lists-in "$chroot" --cache-dir "$package_cache_dir" \
+      --arch "${arch:?}" ${offline:+--offline}
+  fi
+  if [ -n "${offline:-}" ]; then return 0; fi
+  run_in_chroot "$chroot" 'apt-get update -q'
+  if [ -n "${package_cache_dir:-}" ]; then
+    "$stemcell_builder" package-cache lists-out "$chroot" --cache-dir "$package_cache_dir" --arch "$arch"
+  fi
+}
+
+# What pkg_mgr runs in the chroot to learn what apt is about to download: apt-get --print-uris
+# (which names each file with its MD5), then the index's stanza of each of those packages
+# (apt-cache show NAME:ARCH=VERSION, NAME=VERSION for arch all), which holds its SHA256.
+# shellcheck disable=SC2016
+_pkg_mgr_plan='action=$1
+  shift
+  uris=$(apt-get --print-uris -qq -y --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$action" "$@")
+  printf "%s\n\n" "$uris"
+  specs=$(printf "%s\n" "$uris" | while read -r _ file _; do
+    case $file in *_*_*.deb) ;; *) continue ;; esac
+    stem=${file%.deb}
+    name=${stem%%_*} rest=${stem#*_}
+    version=${rest%_*} arch=${rest##*_}
+    version=${version//%3a/:}
+    if [ "$arch" = all ]; then echo "$name=$version"; else echo "$name:$arch=$version"; fi
+  done)
+  if [ -n "$specs" ]; then apt-cache show --no-all-versions $specs || true; fi'
+
 # pkg_mgr ACTION PKG...: apt-get ACTION in the chroot, non-interactive, without recommends,
 # keeping existing config files. First finishes what an interrupted dpkg left half-configured
 # (a stage killed mid-install, then resumed); fetches package lists only when there are none.
+# With the package cache, the packages apt is about to download come from it when it has them
+# (the very file the index names: same name, version, architecture and hash), what apt
+# downloaded is kept there, and the chroot's apt archive is emptied again; --offline downloads
+# nothing and stops, naming the first package the cache lacks.
 pkg_mgr() {
-  run_in_chroot "$chroot" '
-    action=$1
+  run_in_chroot "$chroot" 'dpkg --configure -a'
+  if ! run_in_chroot "$chroot" 'ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1'; then
+    apt_update
+  fi
+  local apt='action=$1
     shift
-    dpkg --configure -a
-    if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -q; fi
-    apt-get -y -q --no-install-recommends \
-      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$action" "$@"
-    apt-get clean
-  ' "$@"
+    exec apt-get -y -q --no-install-recommends \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${apt_options:-} "$action" "$@"'
+  if [ -n "${package_cache_dir:-}" ]; then
+    local uris
+    uris=$(mktemp "$work/apt-uris.XXXXXX")
+    if ! run_in_chroot "$chroot" "$_pkg_mgr_plan" "$@" >"$uris"; then
+      rm -f "$uris"
+      fail "apt-get --print-uris $* failed"
+    fi
+    if ! "$stemcell_builder" package-cache provide "$chroot" --cache-dir "$package_cache_dir" \
+      --arch "${arch:?}" --uris "$uris" ${offline:+--offline}; then
+      rm -f "$uris"
+      exit 1
+    fi
+    rm -f "$uris"
+  fi
+  run_in_chroot "$chroot" "apt_options=${offline:+--no-download}; $apt" "$@"
+  if [ -n "${package_cache_dir:-}" ]; then
+    "$stemcell_builder" package-cache store "$chroot" --cache-dir "$package_cache_dir"
+  fi
+  run_in_chroot "$chroot" 'apt-get clean'
 }
 
 # write_file PATH [MODE [OWNER:GROUP]]: stdin becomes PATH in the tree (default 0644 root:root).
