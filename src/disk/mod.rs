@@ -378,7 +378,10 @@ fn convert(
             let out = dir.join("root.img");
             // compat 0.10, as the reference's openstack stemcells: OpenStack clouds with an
             // older qemu cannot open the 1.1 format qemu-img writes by default.
-            qemu(&["-O", "qcow2", "-o", "compat=0.10"], &dir.join("root.qcow2"))?;
+            qemu(
+                &["-O", "qcow2", "-o", "compat=0.10"],
+                &dir.join("root.qcow2"),
+            )?;
             fs::rename(dir.join("root.qcow2"), &out)?;
             vec![out]
         }
