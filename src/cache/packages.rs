@@ -161,6 +161,7 @@ impl PackageCache {
     /// one. Each file is hashed while it is copied: one that no longer matches its key is
     /// removed from the tree and from the cache.
     pub fn provide(&self, root: &Path, wanted: Option<&[Wanted]>, arch: &str) -> Result<Provided> {
+        let tree = open_tree(root)?;
         let mut provided = Provided::default();
         let records = self.records();
         let candidates: Vec<(PackageRecord, Option<Wanted>)> = match wanted {
@@ -194,7 +195,6 @@ impl PackageCache {
         if candidates.is_empty() {
             return Ok(provided);
         }
-        let tree = TreeRoot::open(root)?;
         let archives = open_or_make_dir(&tree, ARCHIVES)?;
         for (record, want) in candidates {
             let Ok(mut source) = File::open(self.deb_path(&record.key)) else {
@@ -220,7 +220,7 @@ impl PackageCache {
     /// Keeps the `.deb` files in the tree's apt archive that the cache does not hold yet.
     pub fn store(&self, root: &Path) -> Result<Stored> {
         let mut stored = Stored::default();
-        let tree = TreeRoot::open(root)?;
+        let tree = open_tree(root)?;
         let archives = match tree.open_dir(Path::new(ARCHIVES)) {
             Ok(dir) => dir,
             Err(e) if e.is_not_found() => return Ok(stored),
@@ -314,7 +314,7 @@ impl PackageCache {
             Lookup::Hit(_) => {}
             Lookup::Missing | Lookup::Corrupt(_) => return Ok(false),
         }
-        let tree = TreeRoot::open(root)?;
+        let tree = open_tree(root)?;
         let lists = open_or_make_dir(&tree, LISTS)?;
         let mut names: Vec<_> = std::fs::read_dir(&unpacked)?
             .flatten()
@@ -336,7 +336,7 @@ impl PackageCache {
     /// them); returns how many files.
     pub fn save_lists(&self, root: &Path, arch: &str) -> Result<u64> {
         let key = lists_key(root, arch)?;
-        let tree = TreeRoot::open(root)?;
+        let tree = open_tree(root)?;
         let lists = match tree.open_dir(Path::new(LISTS)) {
             Ok(dir) => dir,
             Err(e) if e.is_not_found() => return Ok(0),
@@ -370,10 +370,25 @@ impl PackageCache {
     }
 }
 
+/// The tree being built, never the host's root: the cache reads and writes a tree's apt
+/// archive and lists, and `/` would make those the host's.
+fn open_tree(root: &Path) -> Result<TreeRoot> {
+    let resolved = root
+        .canonicalize()
+        .with_context(|| format!("tree {} does not exist", root.display()))?;
+    if resolved == Path::new("/") {
+        bail!(
+            "tree {} is the host's root: the package cache works on a tree being built; pass its directory",
+            root.display()
+        );
+    }
+    Ok(TreeRoot::open(&resolved)?)
+}
+
 /// Removes the `.deb` files from the tree's apt archive (inside the tree; links are removed,
 /// never followed), as `apt-get clean` would.
 pub fn empty_archive(root: &Path) -> Result<()> {
-    let tree = TreeRoot::open(root)?;
+    let tree = open_tree(root)?;
     let archives = match tree.open_dir(Path::new(ARCHIVES)) {
         Ok(dir) => dir,
         Err(e) if e.is_not_found() => return Ok(()),
@@ -543,7 +558,7 @@ fn lists_key(root: &Path, arch: &str) -> Result<String> {
     hasher.update(arch.as_bytes());
     hasher.update([0]);
     let mut files = vec!["etc/apt/sources.list".to_string()];
-    let tree = TreeRoot::open(root)?;
+    let tree = open_tree(root)?;
     match tree.open_dir(Path::new("etc/apt/sources.list.d")) {
         Ok(dir) => {
             let mut names: Vec<String> = entry_names(&dir)?
@@ -671,6 +686,20 @@ fn copy_hashing(
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn the_hosts_root_is_never_a_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PackageCache::new(dir.path());
+        for root in ["/", "/tmp/.."] {
+            let err = cache.provide(Path::new(root), None, "amd64").unwrap_err();
+            assert!(err.to_string().contains("is the host's root"), "{err}");
+            assert!(cache.store(Path::new(root)).is_err());
+            assert!(cache.restore_lists(Path::new(root), "amd64").is_err());
+            assert!(cache.save_lists(Path::new(root), "amd64").is_err());
+            assert!(empty_archive(Path::new(root)).is_err());
+        }
+    }
 
     #[test]
     fn file_names_parse_like_apt_writes_them() {
