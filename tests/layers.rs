@@ -9,31 +9,9 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use support::{eventually, mounts_below, processes_with, text, Fixture};
-
-/// The duration report's status for `slug` (`01-one`): the words after the duration.
-fn status(out: &Output, slug: &str) -> String {
-    let stdout = text(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{slug} ")))
-        .unwrap_or_else(|| panic!("no report line for {slug}:\n{stdout}"));
-    line.split_whitespace()
-        .skip(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "build failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
+use support::{eventually, mounts_below, ok, processes_with, status, text, Fixture};
 
 /// Unpacks an OS image with our own `unpack` into a new dir.
 fn unpacked(image: &Path, dir: &Path) -> PathBuf {

@@ -11,29 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{text, Fixture};
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "build failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// The duration report's status for `slug`.
-fn status(out: &Output, slug: &str) -> String {
-    let stdout = text(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{slug} ")))
-        .unwrap_or_else(|| panic!("no report line for {slug}:\n{stdout}"));
-    line.split_whitespace()
-        .skip(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use support::{ok, status, text, Fixture};
 
 fn cache_command(args: &[&str], cache: &Path) -> Output {
     Command::new(support::bin())

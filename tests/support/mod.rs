@@ -194,6 +194,29 @@ impl Fixture {
     }
 }
 
+/// Asserts a build succeeded, showing its output when it did not.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "build failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// The duration report's status for `slug` (`01-one`): the words after the duration.
+pub fn status(out: &Output, slug: &str) -> String {
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{slug} ")))
+        .unwrap_or_else(|| panic!("no report line for {slug}:\n{stdout}"));
+    line.split_whitespace()
+        .skip(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
