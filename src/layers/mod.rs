@@ -247,14 +247,7 @@ impl LayerStack {
             (None, None) => "no cache".to_string(),
             (None, Some(cache)) => match cache.restore(Kind::Layer, &key, &layer)? {
                 Lookup::Hit(_) => {
-                    self.write_record(&LayerRecord {
-                        slug: slug.clone(),
-                        stage: stage.name.clone(),
-                        key: key.clone(),
-                        status: LayerStatus::Complete,
-                        inputs: Some(inputs.clone()),
-                    })?;
-                    self.chain.push((slug, key));
+                    self.mark_complete(stage, inputs)?;
                     return Ok(Prepared::Cached("cache"));
                 }
                 Lookup::Corrupt(why) => format!("the cache entry was damaged ({why})"),
@@ -291,16 +284,7 @@ impl LayerStack {
     /// The stage ran and succeeded: its layer is complete, and stored in the cache. Returns a
     /// note for the log; a cache that cannot be written is a warning, not a failed build.
     pub fn succeeded(&mut self, stage: &Stage, inputs: &LayerInputs) -> Result<String> {
-        let slug = stage.slug();
-        let key = inputs.key();
-        self.write_record(&LayerRecord {
-            slug: slug.clone(),
-            stage: stage.name.clone(),
-            key: key.clone(),
-            status: LayerStatus::Complete,
-            inputs: Some(inputs.clone()),
-        })?;
-        self.chain.push((slug.clone(), key.clone()));
+        let (slug, key) = self.mark_complete(stage, inputs)?;
         let Some(cache) = &self.cache else {
             return Ok(String::new());
         };
@@ -319,6 +303,21 @@ impl LayerStack {
                 Err(err) => format!("warning: the layer was not cached: {err:#}"),
             },
         )
+    }
+
+    /// Records `stage`'s layer as complete and puts it on top of the chain; returns its slug
+    /// and key.
+    fn mark_complete(&mut self, stage: &Stage, inputs: &LayerInputs) -> Result<(String, String)> {
+        let (slug, key) = (stage.slug(), inputs.key());
+        self.write_record(&LayerRecord {
+            slug: slug.clone(),
+            stage: stage.name.clone(),
+            key: key.clone(),
+            status: LayerStatus::Complete,
+            inputs: Some(inputs.clone()),
+        })?;
+        self.chain.push((slug.clone(), key.clone()));
+        Ok((slug, key))
     }
 
     /// The stage failed: its layer stays, marked failed, for a shell to look at.
