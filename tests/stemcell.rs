@@ -173,7 +173,7 @@ else
   say "FAIL the line logged after rotation is not in the new /var/log/syslog ($(grep -l "after-rotation-$$" /var/log/syslog* 2>/dev/null | tr '\n' ' '))"
 fi
 # What GRUB booted with and how it keeps its configuration.
-echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg) $( [ -d /sys/firmware/efi ] && echo /sys/firmware/efi present )"
+echo "BOOT-FACTS: cmdline=[$(cat /proc/cmdline)] grub.cfg=$(stat -c %a:%U:%G /boot/grub/grub.cfg) grub-password=$(grep -qE '^password_pbkdf2 vcap grub[.]pbkdf2[.]sha512[.]' /boot/grub/grub.cfg && echo set || echo none) $( [ -d /sys/firmware/efi ] && echo /sys/firmware/efi present )"
 # systemd stops printing its status on the console once the serial getty holds it, which may
 # be before multi-user.target is reached: say it here.
 i=0
@@ -711,12 +711,18 @@ fn openstack_qcow2_boots_to_multi_user_and_keeps_logging_after_rotation() {
 
     // The probe reports the rotation before multi-user; the getty shows the stemcell's hostname.
     let log = boot_to_multi_user(&disk, "qcow2", &[], dir.path(), &["bosh-stemcell login:"]);
-    // GRUB booted the kernel with the stemcell's options and keeps grub.cfg root's alone.
+    // GRUB booted the kernel with the stemcell's options, unattended although its menu has a
+    // superuser's password, and keeps grub.cfg root's alone.
     let facts = log
         .lines()
         .find(|l| l.contains("BOOT-FACTS: "))
         .expect("boot_to_multi_user waits for BOOT-FACTS");
-    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+    for want in [
+        " audit=1",
+        " ipv6.disable=1",
+        "grub.cfg=600:root:root",
+        "grub-password=set",
+    ] {
         assert!(facts.contains(want), "{want}: {facts}");
     }
     // logrotate made rsyslog reopen its file: the line logged after rotation is in the new one.
@@ -872,7 +878,12 @@ fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
     ];
     let log = boot_to_multi_user(&raw, "raw", &firmware, &dir, &[]);
     let facts = log.lines().find(|l| l.contains("BOOT-FACTS: ")).unwrap();
-    for want in [" audit=1", " ipv6.disable=1", "grub.cfg=600:root:root"] {
+    for want in [
+        " audit=1",
+        " ipv6.disable=1",
+        "grub.cfg=600:root:root",
+        "grub-password=set",
+    ] {
         assert!(facts.contains(want), "{want}: {facts}");
     }
     assert!(
