@@ -99,7 +99,7 @@ pub fn decompressed<R: std::io::Read + Send + 'static>(
 }
 
 /// Inflaters for our gzip files: one per core.
-fn decode_threads() -> usize {
+pub(crate) fn decode_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)

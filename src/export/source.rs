@@ -7,14 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tar::{Archive, EntryType};
 
 use crate::archive::members::{Member, Members, Tracked};
-use crate::archive::Compression;
 
 /// Files whose contents an export reads (relative to the root).
 const KEPT_FILES: &[&str] = &[
@@ -96,18 +97,17 @@ pub fn read_os_image(
         crate::checksum::sha256_file(image)?
     };
     let file = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    // Our gzip inflates in parallel (as unpack does) on threads of its own: the bytes read are
+    // counted there and reported from here.
+    let read = Arc::new(AtomicU64::new(0));
     let counted = CountingReader {
         inner: file,
-        read: 0,
-        progress,
+        read: Arc::clone(&read),
     };
-    let mut reader = BufReader::with_capacity(1 << 20, counted);
-    let (kind, magic) = Compression::sniff(&mut reader)?;
-    let stream = io::Cursor::new(magic).chain(reader);
-    let decoded: Box<dyn Read> = match kind {
-        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Some(Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        None => Box::new(stream),
+    let decoded = Reporting {
+        inner: crate::archive::decompressed(counted)?,
+        read,
+        progress,
     };
     let not_an_image = |e: &dyn std::fmt::Display| {
         anyhow!(
@@ -322,17 +322,31 @@ fn ancestor_in<'a>(rel: &[u8], symlinks: &'a HashSet<Vec<u8>>) -> Option<&'a [u8
         .find_map(|(i, _)| symlinks.get(&rel[..i]).map(Vec::as_slice))
 }
 
-struct CountingReader<'p, R> {
+/// Counts the compressed bytes read, on whichever thread reads them.
+struct CountingReader<R> {
     inner: R,
-    read: u64,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decoded stream, telling `progress` how far the compressed one has been read.
+struct Reporting<'p> {
+    inner: Box<dyn Read + Send>,
+    read: Arc<AtomicU64>,
     progress: &'p mut dyn FnMut(u64),
 }
 
-impl<R: Read> Read for CountingReader<'_, R> {
+impl Read for Reporting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        (self.progress)(self.read);
+        (self.progress)(self.read.load(Ordering::Relaxed));
         Ok(n)
     }
 }

@@ -10,7 +10,7 @@
 //! scanner slows down quadratically with depth). What is only counted is streamed.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -44,7 +44,8 @@ pub struct Inspection {
     pub packages: u64,
 }
 
-type Stream = flate2::read::MultiGzDecoder<BufReader<File>>;
+/// The stemcell's gzip: ours inflates in parallel, anyone else's serially.
+type Stream = crate::archive::gzip::ParallelGzipReader;
 
 fn open(
     path: &Path,
@@ -73,7 +74,7 @@ fn open(
         File::open(path).map_err(|e| crate::fsutil::io_error(e, "cannot open stemcell", path))?;
     let limit = meta.len().saturating_mul(EXPANSION).saturating_add(SLACK);
     let (tracked, state) = Tracked::new(
-        flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+        crate::archive::gzip::decoder(file, crate::archive::decode_threads()),
         limit,
     );
     Ok((tar::Archive::new(tracked), state, limit))

@@ -20,7 +20,7 @@
 pub mod decode;
 pub mod encode;
 
-pub use decode::decoder;
+pub use decode::{decoder, ParallelGzipReader};
 pub use encode::{BlockGzipWriter, BlockStats, BlockStore};
 
 /// The most uncompressed bytes a member holds. Blocks average about half of it, which keeps the
