@@ -1024,6 +1024,7 @@ fn stemcell_build(
         BaseSource::S3 {
             url: args.os_image.parse()?,
             options: args.s3.options(),
+            offline: args.run.offline,
         }
     } else {
         BaseSource::Image(PathBuf::from(&args.os_image))

@@ -1009,7 +1009,7 @@ fn inspect_fails_on_broken_stemcells() {
 }
 
 #[test]
-fn os_image_from_s3() {
+fn os_image_from_s3_and_offline_from_the_copy_it_downloaded() {
     let server = S3Server::shared();
     let (image, _) = support::default_os_image();
     let out = server
@@ -1051,6 +1051,49 @@ fn os_image_from_s3() {
         "the downloaded image was verified: {}",
         text(&out.stdout)
     );
+
+    // --offline takes the copy this work dir downloaded from that URL and never contacts S3:
+    // the endpoint given is a closed port, so any request would fail the build.
+    let offline = |url: &str, out_dir: &Path| {
+        fs::create_dir_all(out_dir).unwrap();
+        Command::new(support::bin())
+            .args(["build-stemcell", "--os-image", url, "--iaas", "warden"])
+            .args(["--version", "7", "--offline", "--path-style"])
+            .args(["--endpoint", "http://127.0.0.1:9"])
+            .arg("--agent")
+            .arg(agent(dir.path()))
+            .arg("--output-dir")
+            .arg(out_dir)
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .env("AWS_ACCESS_KEY_ID", "unused")
+            .env("AWS_SECRET_ACCESS_KEY", "unused")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .current_dir(support::repo())
+            .output()
+            .unwrap()
+    };
+    let again = dir.path().join("offline");
+    let out = offline("s3://os-images/stemcell-test/os-image.tgz", &again);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        inspect(&again.join("bosh-stemcell-7-warden-boshlite-debian-trixie-go_agent.tgz"))
+            .status
+            .success()
+    );
+    // Another URL's image was never downloaded here: one line, and nothing is built.
+    let other = dir.path().join("offline-other");
+    let out = offline("s3://os-images/stemcell-test/other.tgz", &other);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--offline: s3://os-images/stemcell-test/other.tgz was not downloaded into this work dir")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&other).unwrap().count(), 0, "nothing written");
 }
 
 #[test]

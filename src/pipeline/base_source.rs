@@ -29,7 +29,12 @@ pub enum BaseSource {
     /// An OS image file, verified by its `.sha256` when it has one.
     Image(PathBuf),
     /// An OS image in S3, downloaded into the work dir and verified by its sha256.
-    S3 { url: S3Url, options: S3Options },
+    S3 {
+        url: S3Url,
+        options: S3Options,
+        /// `--offline`: the copy an earlier build of this work dir downloaded, never S3.
+        offline: bool,
+    },
     /// Any root tarball (`--base tarball:PATH`, e.g. `docker export`'s), gzip, zstd or plain.
     Tarball(PathBuf),
     /// Host programs and the libraries they load (`--base binaries:bash,ls`).
@@ -147,14 +152,33 @@ impl BaseSource {
 
     /// An OS image in S3, downloaded into the work dir when it changed; its local path.
     fn fetch(&self, workspace: &Workspace, reporter: &Reporter) -> Result<PathBuf> {
-        let BaseSource::S3 { url, options } = self else {
+        let BaseSource::S3 {
+            url,
+            options,
+            offline,
+        } = self
+        else {
             bail!("only an S3 base is fetched");
         };
-        let local = workspace.private_dir("inputs")?.join("os-image.tgz");
+        let inputs = workspace.private_dir("inputs")?;
+        let local = inputs.join("os-image.tgz");
+        // Which URL the copy is of: another URL's copy is never taken for this one.
+        let source = inputs.join("os-image.source");
+        let fetched_from = std::fs::read_to_string(&source).unwrap_or_default();
+        if *offline {
+            if fetched_from.trim_end() == url.to_string() && local.is_file() {
+                return Ok(local);
+            }
+            bail!(
+                "--offline: {url} was not downloaded into this work dir ({}) by an earlier build: build once without --offline, or pass a local OS image file",
+                inputs.display()
+            );
+        }
         let mut download =
             crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());
         download.if_changed = true;
         crate::s3::download::download(&download, reporter)?;
+        crate::output::write_atomically(&source, format!("{url}\n").as_bytes())?;
         Ok(local)
     }
 
