@@ -306,8 +306,13 @@ fn inflate(decompressor: &mut Decompressor, job: Job) -> io::Result<Vec<u8>> {
             "the gzip member at byte {offset} declares {size} bytes of data, more than a block of ours holds"
         )));
     }
-    out.clear();
-    out.resize(size, 0);
+    // A buffer from the pool is reused as is: inflating overwrites every byte of it (the size
+    // is checked below), so zeroing it first was only work.
+    if out.len() < size {
+        out.resize(size, 0);
+    } else {
+        out.truncate(size);
+    }
     let deflated = &member[HEADER_LEN..member.len() - TRAILER_LEN];
     match decompressor.deflate_decompress(deflated, &mut out) {
         Ok(n) if n == size => {}
