@@ -38,9 +38,27 @@ fn agent(dir: &Path) -> PathBuf {
     agent
 }
 
+/// The agent's four blobstore clients. Like the agent, they are GitHub release binaries this
+/// machine cannot download: any executable stands in, and the stage installs what it is given.
+fn blobstore_clis(dir: &Path) -> PathBuf {
+    let clis = dir.join("blobstore-clis");
+    fs::create_dir_all(&clis).unwrap();
+    for name in ["dav", "gcs", "s3", "azure-storage"] {
+        let cli = clis.join(format!("bosh-blobstore-{name}"));
+        fs::write(
+            &cli,
+            format!("#!/bin/sh\n# test {name} blobstore client\nexit 0\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    clis
+}
+
 fn build_stemcell(dir: &Path, os_image: &str, iaas: &str, extra: &[&str]) -> std::process::Output {
     let out_dir = dir.join(format!("out-{iaas}"));
     fs::create_dir_all(&out_dir).unwrap();
+    let clis = format!("blobstore_clis_dir={}", blobstore_clis(dir).display());
     Command::new(support::bin())
         .args([
             "build-stemcell",
@@ -57,6 +75,7 @@ fn build_stemcell(dir: &Path, os_image: &str, iaas: &str, extra: &[&str]) -> std
         .arg(&out_dir)
         .arg("--work-dir")
         .arg(dir.join(format!("work-{iaas}")))
+        .args(["--set", &clis])
         .args(extra)
         .current_dir(support::repo())
         .env_remove("resume_from")
