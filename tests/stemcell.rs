@@ -146,10 +146,10 @@ fn stages_with_boot_probe(dir: &Path) -> PathBuf {
         }
     }
     let collections = fs::read_to_string(real.join("collections.yml")).unwrap();
-    let probed = collections.replacen(
+    // Into every VM collection: each IaaS with a list of its own gets the probe too.
+    let probed = collections.replace(
         "    - image_disk\n",
         "    - test_boot_probe\n    - image_disk\n",
-        1,
     );
     assert_ne!(probed, collections, "collections.yml lists image_disk");
     fs::write(stages.join("collections.yml"), probed).unwrap();
@@ -423,78 +423,21 @@ fn warden_image_is_the_tree_with_the_agent_wired() {
 #[test]
 fn warden_stemcell_passes_the_audit() {
     let scratch = tempfile::tempdir().unwrap();
-    let out = Command::new(support::bin())
+    let mut audit = Command::new(support::bin());
+    audit
         .arg("audit")
         .arg(&built().warden)
-        .args(["--format", "json", "--scratch-dir"])
-        .arg(scratch.path())
-        .current_dir(support::repo())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", text(&out.stderr)));
+        .arg("--scratch-dir")
+        .arg(scratch.path());
+    let report = audit_passes_in_full(audit);
     assert_eq!(report["kind"], "stemcell");
     assert_eq!(report["iaas"], "warden");
-    let not_passing: Vec<String> = report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] != "pass")
-        .map(|r| format!("{} {}: {}", r["status"], r["id"], r["detail"]))
-        .collect();
-    assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
-    assert!(out.status.success());
 }
 
-/// The build's own tree of the openstack stemcell (the disk is made from it), audited as a
-/// directory: audit does not read a VM stemcell's disk.
-/// A layered build leaves its tree in layers (`chroot/` is only the stages' mount point): the
-/// merged view is copied once, so the audit's commands and the mutation test may write to it.
-fn openstack_tree() -> PathBuf {
-    static TREE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    TREE.get_or_init(|| {
-        let copy = built().dir.join("openstack-tree");
-        if copy.exists() {
-            let status = Command::new("rm")
-                .args(["-rf", "--one-file-system"])
-                .arg(&copy)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let merged = support::MergedTree::new(&built().dir.join("work-openstack"));
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(merged.path())
-            .arg(&copy)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "copying the openstack tree: {}",
-            text(&out.stderr)
-        );
-        assert!(copy.join("etc/passwd").is_file(), "the copy holds the tree");
-        copy
-    })
-    .clone()
-}
-
-#[test]
-fn openstack_tree_passes_the_audit() {
-    let out = Command::new(support::bin())
-        .arg("audit")
-        .arg(openstack_tree())
-        .args([
-            "--kind",
-            "stemcell",
-            "--iaas",
-            "openstack",
-            "--commands",
-            "run",
-            "--format",
-            "json",
-        ])
+/// Runs `audit` (JSON added) from the checkout and asserts every check passed; the report.
+fn audit_passes_in_full(mut audit: Command) -> serde_json::Value {
+    let out = audit
+        .args(["--format", "json"])
         .current_dir(support::repo())
         .output()
         .unwrap();
@@ -509,11 +452,63 @@ fn openstack_tree_passes_the_audit() {
         .collect();
     assert!(not_passing.is_empty(), "{}", not_passing.join("\n"));
     assert!(out.status.success());
+    report
+}
+
+/// The tree a VM stemcell's disk was made from, audited as a directory (audit does not read a
+/// VM stemcell's disk), with every check, commands too.
+fn vm_tree_passes_the_audit(tree: &Path, iaas: &str) {
+    let mut audit = Command::new(support::bin());
+    audit
+        .arg("audit")
+        .arg(tree)
+        .args(["--kind", "stemcell", "--iaas", iaas, "--commands", "run"]);
+    audit_passes_in_full(audit);
+}
+
+/// A copy of the merged tree of the build in `work`: a layered build leaves its tree in layers
+/// (`chroot/` is only the stages' mount point), and the audit's commands and the mutation test
+/// may write to the copy.
+fn tree_copy(work: &Path, copy: &Path) -> PathBuf {
+    if copy.exists() {
+        let status = Command::new("rm")
+            .args(["-rf", "--one-file-system"])
+            .arg(copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let merged = support::MergedTree::new(work);
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(merged.path())
+        .arg(copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "copying the tree of {}: {}",
+        work.display(),
+        text(&out.stderr)
+    );
+    assert!(copy.join("etc/passwd").is_file(), "the copy holds the tree");
+    copy.to_path_buf()
+}
+
+/// The build's own tree of the openstack stemcell (the disk is made from it).
+#[test]
+fn openstack_tree_passes_the_audit() {
+    let tree = tree_copy(
+        &built().dir.join("work-openstack"),
+        &built().dir.join("openstack-tree"),
+    );
+    vm_tree_passes_the_audit(&tree, "openstack");
 }
 
 /// As tests/audit.rs does for the OS image, for the checks that apply to stemcells only: each
-/// one's mutation, on the warden stemcell's tree (checks for warden) or on the openstack build's
-/// tree (checks for VMs), makes exactly that check fail, and is undone.
+/// one's mutation, on the first of the warden stemcell's tree, the openstack build's tree and
+/// the vSphere build's tree that the check applies to, makes exactly that check fail, and is
+/// undone.
 #[test]
 fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
     use stemcell_builder::audit::checks::{self, TargetKind};
@@ -527,15 +522,14 @@ fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
         .collect();
     let applies =
         |c: &checks::Check, iaas: &str| c.applies_to.includes(TargetKind::Stemcell, Some(iaas));
+    // Each check is tried on the first tree it applies to.
+    let trees = ["warden", "openstack", "vsphere"];
     let untried: Vec<&str> = stemcell_only
         .iter()
-        .filter(|c| !applies(c, "warden") && !applies(c, "openstack"))
+        .filter(|c| !trees.iter().any(|iaas| applies(c, iaas)))
         .map(|c| c.id.as_str())
         .collect();
-    assert!(
-        untried.is_empty(),
-        "checks neither tree can try: {untried:?}"
-    );
+    assert!(untried.is_empty(), "checks no tree can try: {untried:?}");
 
     let warden_dir = built().dir.join("mutations-warden");
     let _ = fs::remove_dir_all(&warden_dir);
@@ -549,9 +543,14 @@ fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let openstack_scratch = built().dir.join("mutations-openstack");
-    let _ = fs::remove_dir_all(&openstack_scratch);
-    fs::create_dir_all(&openstack_scratch).unwrap();
+    // Copies of their own: the audit tests read the other copies meanwhile.
+    let vm = |work: &Path, iaas: &'static str| {
+        let scratch = built().dir.join(format!("mutations-{iaas}"));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch).unwrap();
+        let tree = tree_copy(work, &built().dir.join(format!("mutations-{iaas}-tree")));
+        (tree, scratch, iaas)
+    };
 
     let failing = |report: &stemcell_builder::audit::report::Report| -> Vec<String> {
         report
@@ -565,7 +564,8 @@ fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
     let mut tried = 0;
     for (root, scratch, iaas) in [
         (warden_root.clone(), warden_dir.clone(), "warden"),
-        (openstack_tree(), openstack_scratch, "openstack"),
+        vm(&built().dir.join("work-openstack"), "openstack"),
+        vm(&vsphere_built().join("work-vsphere"), "vsphere"),
     ] {
         let audit = || {
             audit_tree(
@@ -588,8 +588,8 @@ fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
             .iter()
             .filter(|c| here.iter().any(|h| h.id == c.id))
         {
-            // A check both trees hold is tried once, on the warden tree.
-            if iaas == "openstack" && applies(check, "warden") {
+            let earlier = &trees[..trees.iter().position(|t| *t == iaas).unwrap()];
+            if earlier.iter().any(|t| applies(check, t)) {
                 continue;
             }
             tried += 1;
@@ -621,6 +621,12 @@ fn every_stemcell_check_fails_on_its_mutation_and_only_it() {
     assert_eq!(tried, stemcell_only.len(), "every stemcell check was tried");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let _ = fs::remove_dir_all(&warden_dir);
+    for iaas in ["openstack", "vsphere"] {
+        let _ = Command::new("rm")
+            .args(["-rf", "--one-file-system"])
+            .arg(built().dir.join(format!("mutations-{iaas}-tree")))
+            .status();
+    }
 }
 
 trait ModeExt {
@@ -819,31 +825,44 @@ fn boot_to_multi_user(
     String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).into_owned()
 }
 
+/// The vSphere stemcell (EFI), built once from the default OS image with the boot probe, in
+/// the shared dir's `vsphere/`.
+fn vsphere_built() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = built().dir.join("vsphere");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (os_image, _) = support::default_os_image();
+        let stages = built().dir.join("stages-with-boot-probe");
+        let out = build_stemcell(
+            &dir,
+            os_image.to_str().unwrap(),
+            "vsphere",
+            &[
+                "--stages-dir",
+                stages.to_str().unwrap(),
+                "--set",
+                &format!("stemcell_git_sha1={}", head_commit()),
+            ],
+        );
+        assert!(out.status.success(), "vsphere: {}", text(&out.stderr));
+        dir
+    })
+}
+
 #[test]
-fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
+fn vsphere_tree_passes_the_audit_and_its_ovf_is_efi_and_boots_with_ovmf() {
     let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
     let vars = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
     assert!(
         code.exists() && vars.exists(),
         "run scripts/install.sh --deps-only (installs ovmf)"
     );
-    let dir = built().dir.join("vsphere");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let (os_image, _) = support::default_os_image();
-    let stages = built().dir.join("stages-with-boot-probe");
-    let out = build_stemcell(
-        &dir,
-        os_image.to_str().unwrap(),
-        "vsphere",
-        &[
-            "--stages-dir",
-            stages.to_str().unwrap(),
-            "--set",
-            &format!("stemcell_git_sha1={}", head_commit()),
-        ],
-    );
-    assert!(out.status.success(), "vsphere: {}", text(&out.stderr));
+    let dir = vsphere_built().to_path_buf();
+    // Its tree passes every check for vSphere stemcells, as openstack's does.
+    let tree = tree_copy(&dir.join("work-vsphere"), &dir.join("vsphere-tree"));
+    vm_tree_passes_the_audit(&tree, "vsphere");
     let stemcell =
         dir.join("out-vsphere/bosh-stemcell-1.2-vsphere-esxi-debian-trixie-go_agent.tgz");
     let image = member(&stemcell, "image", &dir);
@@ -859,6 +878,12 @@ fn vsphere_ovf_is_efi_and_boots_with_ovmf_to_multi_user() {
     assert!(
         ovf.contains(r#"vmw:key="firmware" vmw:value="efi""#),
         "the descriptor asks for EFI firmware:\n{ovf}"
+    );
+    // No floppy drive (the reference's 'disables the floppy drive'): none is declared at all.
+    assert!(
+        !ovf.contains("<rasd:ResourceType>14</rasd:ResourceType>")
+            && !ovf.to_lowercase().contains("floppy"),
+        "the descriptor declares no floppy drive:\n{ovf}"
     );
     let raw = dir.join("root.raw");
     let out = Command::new("qemu-img")

@@ -166,13 +166,23 @@ impl BaseSource {
         let source = inputs.join("os-image.source");
         let fetched_from = std::fs::read_to_string(&source).unwrap_or_default();
         if *offline {
-            if fetched_from.trim_end() == url.to_string() && local.is_file() {
+            // The sidecar is written by a complete, verified download; unpacking checks the
+            // copy against it.
+            let sidecar = crate::checksum::sidecar_path(&local);
+            if fetched_from.trim_end() == url.to_string() && local.is_file() && sidecar.is_file() {
                 return Ok(local);
             }
             bail!(
                 "--offline: {url} was not downloaded into this work dir ({}) by an earlier build: build once without --offline, or pass a local OS image file",
                 inputs.display()
             );
+        }
+        // Until this download is complete, the copy is of no URL: a build stopped halfway
+        // must not leave another URL's name on it.
+        match std::fs::remove_file(&source) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::fsutil::io_error(e, "removing", &source)),
         }
         let mut download =
             crate::s3::download::DownloadPlan::new(url.clone(), local.clone(), options.clone());

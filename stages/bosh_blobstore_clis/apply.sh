@@ -11,17 +11,17 @@ if [ -z "$dir" ]; then
   exit 0
 fi
 assert_dir blobstore_clis_dir
-bin=$chroot/var/vcap/bosh/bin
-if [ ! -d "$bin" ] || [ -L "$bin" ]; then
+# Checked and written inside the tree (write_file): a link in the tree's /var/vcap is never
+# followed on the build host.
+run_in_chroot "$chroot" '[ -d /var/vcap/bosh/bin ]' ||
   fail "the tree has no /var/vcap/bosh/bin directory: run bosh_go_agent first"
-fi
 installed=0
 for cli in "$dir"/bosh-blobstore-*; do
   # Regular files only: a symlink in the input could point anywhere on the build host.
   if [ ! -f "$cli" ] || [ -L "$cli" ]; then
     continue
   fi
-  install -m 0755 -o root -g root "$cli" "$bin/$(basename "$cli")"
+  write_file "/var/vcap/bosh/bin/$(basename "$cli")" 0755 <"$cli"
   echo "installed $(basename "$cli")"
   installed=$((installed + 1))
 done
