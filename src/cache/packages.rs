@@ -45,15 +45,10 @@ pub const LISTS: &str = "var/lib/apt/lists";
 /// it like any other), then the package's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageRecord {
-    pub kind: String,
-    /// The sha256 of the `.deb`.
-    pub key: String,
-    /// `NAME VERSION ARCH`, as `cache ls` shows it.
-    pub name: String,
-    pub sha256: String,
-    pub bytes: u64,
-    pub created: u64,
-    pub last_used: u64,
+    /// Its key is the sha256 of the `.deb`, its name `NAME VERSION ARCH` (as `cache ls` shows
+    /// it).
+    #[serde(flatten)]
+    pub entry: super::Record,
     pub package: String,
     pub version: String,
     pub arch: String,
@@ -133,7 +128,7 @@ impl PackageCache {
         let bytes = std::fs::read(self.record_path(key)).ok()?;
         serde_json::from_slice::<PackageRecord>(&bytes)
             .ok()
-            .filter(|r| r.key == key && r.sha256 == key)
+            .filter(|r| r.entry.key == key && r.entry.sha256 == key)
     }
 
     /// Every package record (not verified), sorted by apt's file name.
@@ -150,7 +145,7 @@ impl PackageCache {
                 self.read_record(key)
             })
             .collect();
-        out.sort_by(|a, b| a.file.cmp(&b.file).then(a.key.cmp(&b.key)));
+        out.sort_by(|a, b| a.file.cmp(&b.file).then(a.entry.key.cmp(&b.entry.key)));
         out
     }
 
@@ -168,8 +163,10 @@ impl PackageCache {
             Some(wanted) => {
                 let by_sha512: HashMap<&str, &PackageRecord> =
                     records.iter().map(|r| (r.sha512.as_str(), r)).collect();
-                let by_sha256: HashMap<&str, &PackageRecord> =
-                    records.iter().map(|r| (r.sha256.as_str(), r)).collect();
+                let by_sha256: HashMap<&str, &PackageRecord> = records
+                    .iter()
+                    .map(|r| (r.entry.sha256.as_str(), r))
+                    .collect();
                 let mut out = vec![];
                 for want in wanted {
                     let found = match &want.hash {
@@ -197,22 +194,22 @@ impl PackageCache {
         }
         let archives = open_or_make_dir(&tree, ARCHIVES)?;
         for (record, want) in candidates {
-            let Ok(mut source) = File::open(self.deb_path(&record.key)) else {
+            let Ok(mut source) = File::open(self.deb_path(&record.entry.key)) else {
                 provided.missing.extend(want);
                 continue;
             };
             let shown = root.join(ARCHIVES).join(&record.file);
             let (bytes, digest) = copy_into(&mut source, &archives, &record.file, &shown)?;
-            if digest != record.key {
+            if digest != record.entry.key {
                 let _ = unlinkat(&archives, record.file.as_str(), UnlinkatFlags::NoRemoveDir);
-                self.drop_entry(&record.key)?;
+                self.drop_entry(&record.entry.key)?;
                 provided.dropped.push(record.file);
                 provided.missing.extend(want);
                 continue;
             }
             provided.files += 1;
             provided.bytes += bytes;
-            self.touch(&record.key)?;
+            self.touch(&record.entry.key)?;
         }
         Ok(provided)
     }
@@ -260,13 +257,16 @@ impl PackageCache {
             }
             let now = now();
             let record = PackageRecord {
-                kind: Kind::Package.name().into(),
-                key: key.clone(),
-                name: format!("{package} {version} {arch}"),
-                sha256: key.clone(),
-                bytes,
-                created: now,
-                last_used: now,
+                entry: super::Record {
+                    kind: Kind::Package.name().into(),
+                    key: key.clone(),
+                    name: format!("{package} {version} {arch}"),
+                    sha256: key.clone(),
+                    bytes,
+                    created: now,
+                    last_used: now,
+                    inputs: None,
+                },
                 package,
                 version,
                 arch,
@@ -291,7 +291,7 @@ impl PackageCache {
     fn touch(&self, key: &str) -> Result<()> {
         let _lock = self.cache.lock()?;
         if let Some(mut record) = self.read_record(key) {
-            record.last_used = now();
+            record.entry.last_used = now();
             write_record(&self.record_path(key), &record)?;
         }
         Ok(())
@@ -444,7 +444,7 @@ fn newest_per_package(records: Vec<PackageRecord>, arch: &str) -> Vec<PackageRec
                 kept.version.parse::<debversion::Version>(),
             ) {
                 (Ok(a), Ok(b)) => a > b,
-                _ => record.last_used > kept.last_used,
+                _ => record.entry.last_used > kept.entry.last_used,
             },
         };
         if newer {
@@ -790,8 +790,8 @@ mod tests {
         assert_eq!(cache.store(&first).unwrap().files, 0, "already cached");
         let records = cache.records();
         assert_eq!(records.len(), 4);
-        assert_eq!(records[0].sha256, sha(b"aaaa"));
-        assert_eq!(records[0].name, "a 1 amd64");
+        assert_eq!(records[0].entry.sha256, sha(b"aaaa"));
+        assert_eq!(records[0].entry.name, "a 1 amd64");
 
         // A bootstrap takes the newest of each package of its architecture.
         let second = dir.path().join("second");
