@@ -21,8 +21,9 @@ for cli in "$dir"/bosh-blobstore-*; do
   if [ ! -f "$cli" ] || [ -L "$cli" ]; then
     continue
   fi
-  write_file "/var/vcap/bosh/bin/$(basename "$cli")" 0755 <"$cli"
-  echo "installed $(basename "$cli")"
+  name=$(basename "$cli")
+  write_file "/var/vcap/bosh/bin/$name" 0755 <"$cli"
+  echo "installed $name"
   installed=$((installed + 1))
 done
 [ "$installed" -gt 0 ] || fail "blobstore_clis_dir $dir holds no bosh-blobstore-* file: name each client bosh-blobstore-dav, bosh-blobstore-s3, bosh-blobstore-gcs or bosh-blobstore-azure-storage"
