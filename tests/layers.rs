@@ -743,7 +743,8 @@ fn run_on_pty(mut cmd: Command, ready: &str, input: &str) -> (std::process::Exit
 }
 
 #[test]
-fn shell_on_failure_opens_a_shell_in_the_failed_stages_tree_on_a_terminal() {
+fn shell_on_failure_opens_a_shell_in_the_failed_stages_tree_on_a_terminal_and_shell_opens_any_layer_later(
+) {
     let f = Fixture::new();
     f.collection(&["good", "bad"]);
     f.stage("good", "echo good >\"$chroot/good\"");
@@ -795,6 +796,19 @@ fn shell_on_failure_opens_a_shell_in_the_failed_stages_tree_on_a_terminal() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("good") && !text(&out.stdout).contains("failed-marker"));
+    // `--stage base`: the base layer alone, before any stage.
+    let out = Command::new(support::bin())
+        .arg("shell")
+        .arg(f.work())
+        .args(["--stage", "base", "--", "/bin/ls", "/"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("bin") && !listed.contains("good") && !listed.contains("failed-marker"),
+        "{listed}"
+    );
     work_mounts_gone(&f, &f.work());
 }
 

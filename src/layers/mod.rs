@@ -378,6 +378,16 @@ impl LayerStack {
             );
         };
         self.chain = vec![(BASE.to_string(), base.key)];
+        // `base`: the base layer alone (the bootstrap or the unpacked OS image), unless a stage
+        // of that name has a layer here.
+        if until == Some("base")
+            && !self
+                .previous
+                .values()
+                .any(|r| r.stage == "base" && r.slug != BASE)
+        {
+            return Ok(None);
+        }
         let mut stages: Vec<LayerRecord> = self
             .previous
             .values()
