@@ -779,32 +779,26 @@ fn shell_on_failure_opens_a_shell_in_the_failed_stages_tree_on_a_terminal_and_sh
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("stdin is not a terminal"));
 
-    // The tree stays inspectable after the build with `shell WORK_DIR`.
-    let out = Command::new(support::bin())
-        .arg("shell")
-        .arg(f.work())
-        .args(["--", "/bin/cat", "/failed-marker", "/good"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "left-by-the-failed-stage\ngood\n");
-    let out = Command::new(support::bin())
-        .arg("shell")
-        .arg(f.work())
-        .args(["--stage", "good", "--", "/bin/ls", "/"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("good") && !text(&out.stdout).contains("failed-marker"));
+    // The tree stays inspectable after the build with `shell WORK_DIR`: its stdout, once it
+    // succeeded.
+    let shell = |args: &[&str]| {
+        let out = Command::new(support::bin())
+            .arg("shell")
+            .arg(f.work())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(
+        shell(&["--", "/bin/cat", "/failed-marker", "/good"]),
+        "left-by-the-failed-stage\ngood\n"
+    );
+    let listed = shell(&["--stage", "good", "--", "/bin/ls", "/"]);
+    assert!(listed.contains("good") && !listed.contains("failed-marker"));
     // `--stage base`: the base layer alone, before any stage.
-    let out = Command::new(support::bin())
-        .arg("shell")
-        .arg(f.work())
-        .args(["--stage", "base", "--", "/bin/ls", "/"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let listed = text(&out.stdout);
+    let listed = shell(&["--stage", "base", "--", "/bin/ls", "/"]);
     assert!(
         listed.contains("bin") && !listed.contains("good") && !listed.contains("failed-marker"),
         "{listed}"
