@@ -280,36 +280,14 @@ fn a_stemcell_never_ships_a_host_file_its_image_links_to() {
     fs::create_dir_all(&etc).unwrap();
     std::os::unix::fs::symlink(&host_file, etc.join("dev_tools_file_list")).unwrap();
     let image = f.pack_base("hostile.tgz");
-    fs::write(
-        f.stages().join("collections.yml"),
-        "collections:\n  stemcell-warden: [noop]\n",
-    )
-    .unwrap();
+    f.collection(&["noop"]);
     f.stage("noop", "true");
     let agent = f.path().join("bosh-agent");
     fs::write(&agent, "#!/bin/sh\n").unwrap();
     fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
 
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "build-stemcell",
-            "--iaas",
-            "warden",
-            "--version",
-            "1",
-            "--os",
-            "debian-trixie",
-        ])
-        .arg("--os-image")
-        .arg(&image)
-        .arg("--agent")
-        .arg(&agent)
-        .arg("--stages-dir")
-        .arg(f.stages())
-        .arg("--work-dir")
-        .arg(f.work())
-        .arg("--output-dir")
-        .arg(f.out_dir())
+    let out = f
+        .stemcell_command(&image, &agent, &f.path().join("cache"))
         .output()
         .unwrap();
     let err = text(&out.stderr);
