@@ -700,6 +700,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 crate::sandbox::stage_namespaces(),
                 move || overlay.map_or(Ok(()), |o| o.mount()),
                 child,
+                None,
             )?;
             return Ok(exit_code(code));
         }

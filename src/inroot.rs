@@ -46,6 +46,13 @@ pub enum InRootError {
         path: PathBuf,
         limit: u64,
     },
+    #[error("{} in the tree {} is {kind}, not {wanted}: refusing to write there (remove it from the tree)", .path.display(), .root.display())]
+    WrongKind {
+        root: PathBuf,
+        path: PathBuf,
+        kind: FileKind,
+        wanted: &'static str,
+    },
     #[error("{} is not a path of a file inside a tree (it must name an entry, not `.`, `..` or `/`)", .path.display())]
     NoName { path: PathBuf },
 }
@@ -269,6 +276,63 @@ impl TreeRoot {
         self.entry(path)?.create_dir(mode)
     }
 
+    /// Writes `contents` as the regular file `path` (mode `mode`), replacing a regular file
+    /// there by rename, so a reader sees the old or the new file, never half of one. Refuses
+    /// anything else at that name, a symlink included: the write never leaves the tree, never
+    /// lands on a device and never blocks on a FIFO.
+    pub fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        let entry = self.entry(path)?;
+        match entry.kind()? {
+            None | Some(FileKind::Regular) => {}
+            Some(kind) => return Err(entry.wrong_kind(kind, "a regular file")),
+        }
+        let mut temp_name = OsString::from(".");
+        temp_name.push(&entry.name);
+        temp_name.push(".stemcell-builder-new");
+        let temp = Entry {
+            root: self,
+            dir: entry
+                .dir
+                .try_clone()
+                .map_err(|e| self.error("dup", path, e))?,
+            name: temp_name,
+            path: entry.path.clone(),
+        };
+        // A leftover of an interrupted write (or anything planted there) goes; unlink removes
+        // a symlink itself and never a directory.
+        temp.remove_file()?;
+        temp.create_file(contents, mode)?;
+        nix::fcntl::renameat(
+            &entry.dir,
+            temp.name.as_os_str(),
+            &entry.dir,
+            entry.name.as_os_str(),
+        )
+        .map_err(|e| self.error("renaming into place", path, e))
+    }
+
+    /// Creates `path` and its missing parents as directories (`mode`), each resolved inside the
+    /// tree; refuses a component that is there but is not a directory.
+    pub fn create_dir_all(&self, path: &Path, mode: u32) -> Result<()> {
+        let mut sofar = PathBuf::new();
+        for component in relative(path).components() {
+            let Component::Normal(name) = component else {
+                continue;
+            };
+            sofar.push(name);
+            let entry = self.entry(&sofar)?;
+            entry.create_dir(mode)?;
+            // What stands there now, followed inside the tree (a link to a directory of the
+            // tree is fine), must be a directory.
+            match self.kind(&sofar)? {
+                Some(FileKind::Directory) => {}
+                Some(kind) => return Err(entry.wrong_kind(kind, "a directory")),
+                None => return Err(entry.wrong_kind(FileKind::Symlink, "a directory")),
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the entry itself (a symlink is removed, not what it points to); `false` when
     /// there was nothing to remove. Never removes a directory.
     pub fn remove_file(&self, path: &Path) -> Result<bool> {
@@ -311,6 +375,15 @@ impl Entry<'_> {
             Ok(stat) => Ok(Some(FileKind::from_mode(stat.st_mode))),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(self.root.error("stat", &self.path, e)),
+        }
+    }
+
+    fn wrong_kind(&self, kind: FileKind, wanted: &'static str) -> InRootError {
+        InRootError::WrongKind {
+            root: self.root.path.clone(),
+            path: self.path.clone(),
+            kind,
+            wanted,
         }
     }
 
@@ -467,6 +540,76 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
             0o640
         );
+    }
+
+    #[test]
+    fn write_file_replaces_a_regular_file_and_refuses_links_fifos_and_devices() {
+        let (_dir, tree, host) = tree_and_host();
+        let root = TreeRoot::open(&tree).unwrap();
+        fs::write(tree.join("etc/fstab"), "old").unwrap();
+        root.write_file(Path::new("/etc/fstab"), b"new", 0o644)
+            .unwrap();
+        assert_eq!(fs::read_to_string(tree.join("etc/fstab")).unwrap(), "new");
+        root.write_file(Path::new("etc/hostname"), b"h", 0o600)
+            .unwrap();
+        assert_eq!(fs::read_to_string(tree.join("etc/hostname")).unwrap(), "h");
+        // A link to the host (absolute or climbing), a FIFO, a device, a directory: refused,
+        // the host file unchanged, nothing left beside the entry.
+        symlink(host.join("secret"), tree.join("etc/abs")).unwrap();
+        symlink("../../host/secret", tree.join("etc/rel")).unwrap();
+        nix::unistd::mkfifo(&tree.join("etc/fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        nix::sys::stat::mknod(
+            &tree.join("etc/null"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        fs::create_dir(tree.join("etc/dir")).unwrap();
+        for (name, kind) in [
+            ("etc/abs", FileKind::Symlink),
+            ("etc/rel", FileKind::Symlink),
+            ("etc/fifo", FileKind::Fifo),
+            ("etc/null", FileKind::CharDevice),
+            ("etc/dir", FileKind::Directory),
+        ] {
+            let err = root
+                .write_file(Path::new(name), b"overwritten", 0o644)
+                .unwrap_err();
+            assert!(
+                matches!(&err, InRootError::WrongKind { kind: k, .. } if *k == kind),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains("refusing to write"), "{err}");
+        }
+        assert_eq!(
+            fs::read_to_string(host.join("secret")).unwrap(),
+            "host secret"
+        );
+        let names: Vec<_> = fs::read_dir(tree.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn create_dir_all_stays_in_the_tree_and_refuses_what_is_not_a_directory() {
+        let (_dir, tree, host) = tree_and_host();
+        let root = TreeRoot::open(&tree).unwrap();
+        root.create_dir_all(Path::new("etc/default/grub.d"), 0o755)
+            .unwrap();
+        assert!(tree.join("etc/default/grub.d").is_dir());
+        // boot -> /host: resolved inside the tree, where /host does not exist.
+        symlink(&host, tree.join("boot")).unwrap();
+        assert!(root.create_dir_all(Path::new("boot/efi"), 0o755).is_err());
+        assert!(!host.join("efi").exists());
+        fs::write(tree.join("etc/file"), "x").unwrap();
+        let err = root
+            .create_dir_all(Path::new("etc/file/sub"), 0o755)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
     }
 
     #[test]

@@ -27,3 +27,4 @@ pub mod s3;
 pub mod sandbox;
 pub mod stage;
 pub mod stemcell;
+pub mod terminal;

@@ -5,6 +5,11 @@
 //! are created by the init itself, so they are held only by processes that die with it: when the
 //! command ends, or the builder is SIGKILLed, every mount and process of the stage goes away.
 //!
+//! The init starts a new session, so nothing below it has the caller's controlling terminal
+//! (`/dev/tty` inside then reaches nothing), and installs the terminal seccomp filter, so no fd
+//! on a terminal takes injected input. Where a person needs a terminal, the caller passes a
+//! [`Terminal`]: a pty of the command's own, relayed to the caller's.
+//!
 //! Must only be called from a single-threaded process (`chroot-exec`, or the hidden `sandbox`
 //! subcommand the stage runner execs), because it forks.
 
@@ -17,7 +22,9 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+use crate::terminal::Terminal;
 
 /// Exit status used when the sandbox itself (not the command) failed.
 pub const SETUP_FAILED: i32 = 125;
@@ -29,18 +36,23 @@ pub fn stage_namespaces() -> CloneFlags {
 
 /// Runs `command` as the only child of a new PID namespace's init. `setup` runs inside the
 /// init after its own namespaces exist and before the command starts (mounts, chroot).
-/// Returns the command's exit code, or 128 + signal number.
+/// Returns the command's exit code, or 128 + signal number. With a `terminal`, the command's
+/// terminal fds are its pty, relayed to the caller's while it runs.
 pub fn run_isolated(
     namespaces: CloneFlags,
     setup: impl FnOnce() -> Result<()>,
     mut command: Command,
+    mut terminal: Option<Terminal>,
 ) -> Result<i32> {
+    if let Some(terminal) = &terminal {
+        terminal.attach(&mut command);
+    }
     unshare(CloneFlags::CLONE_NEWPID).context("unshare(CLONE_NEWPID) failed: are you root?")?;
     // SAFETY: callers are single-threaded (see module docs); the child only calls
     // async-signal-safe functions until it execs or exits.
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
-            let code = match init(namespaces, setup, &mut command) {
+            let code = match init(namespaces, setup, &mut command, &mut terminal) {
                 Ok(code) => code,
                 Err(err) => {
                     eprintln!("stemcell-builder: {err:#}");
@@ -50,7 +62,12 @@ pub fn run_isolated(
             // The init's exit is what kills any straggler of the namespace.
             std::process::exit(code)
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            if let Some(terminal) = terminal {
+                terminal.relay(|| exited(child))?;
+            }
+            wait_for(child)
+        }
     }
 }
 
@@ -58,16 +75,22 @@ fn init(
     namespaces: CloneFlags,
     setup: impl FnOnce() -> Result<()>,
     command: &mut Command,
+    terminal: &mut Option<Terminal>,
 ) -> Result<i32> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    // No controlling terminal of the caller's for anything below: a new session has none.
+    setsid().context("setsid")?;
     unshare(namespaces).with_context(|| format!("unshare({namespaces:?})"))?;
     if namespaces.contains(CloneFlags::CLONE_NEWNS) {
         make_mounts_private()?;
     }
     setup()?;
+    crate::chroot::seccomp::install_terminal_filter()?;
     let child = command
         .spawn()
         .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    // The init holds no end of the pty: the master reads EIO when the command's side is gone.
+    *terminal = None;
     let main = Pid::from_raw(child.id() as i32);
     // As PID 1 we also reap orphans the command leaves behind.
     loop {
@@ -98,6 +121,13 @@ pub fn make_mounts_private() -> Result<()> {
 pub fn own_mount_namespace() -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS) failed: are you root?")?;
     make_mounts_private()
+}
+
+/// Whether `child` has ended, without reaping it.
+fn exited(child: Pid) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::Pid(child), flags), Ok(WaitStatus::StillAlive))
 }
 
 fn wait_for(child: Pid) -> Result<i32> {

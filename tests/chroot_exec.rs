@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use support::{busybox_root, eventually, mounts_below, processes_with, text, Fixture};
+use support::{busybox_root, eventually, mounts_below, probe_root, processes_with, text, Fixture};
 
 fn chroot_exec(root: &std::path::Path, script: &str) -> std::process::Output {
     Command::new(support::bin())
@@ -182,43 +182,6 @@ fn sigkill_of_the_builder_mid_stage_leaves_no_mount_and_no_process() {
 // ---------------------------------------------------------------------------------------------
 // The sandbox: every escape a hostile OS image could try from inside chroot-exec fails, and the
 // host is checked to be unchanged afterwards.
-
-/// tests/support/sandbox_probe.c, compiled statically once (again when the source changes).
-fn sandbox_probe() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let source = support::repo().join("tests/support/sandbox_probe.c");
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sandbox_probe");
-        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        if modified(&out) > modified(&source) {
-            return out;
-        }
-        // Test binaries run at once may compile it together: each writes its own file and
-        // renames it into place.
-        let partial = out.with_extension(std::process::id().to_string());
-        let gcc = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&partial)
-            .arg(&source)
-            .output()
-            .expect("gcc runs (apt-get install gcc libc6-dev)");
-        assert!(
-            gcc.status.success(),
-            "gcc -static sandbox_probe.c: {}",
-            text(&gcc.stderr)
-        );
-        fs::rename(&partial, &out).unwrap();
-        out
-    })
-}
-
-/// A busybox tree with the probe at /bin/probe.
-fn probe_root(dir: &Path) -> PathBuf {
-    let root = dir.join("root");
-    busybox_root(&root);
-    fs::copy(sandbox_probe(), root.join("bin/probe")).unwrap();
-    root
-}
 
 fn run_in(root: &Path, args: &[&str]) -> std::process::Output {
     Command::new(support::bin())

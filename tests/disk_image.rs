@@ -117,3 +117,222 @@ fn sigkill_mid_disk_leaves_no_loop_device_mount_or_process() {
     );
     assert!(mounts_below(dir.path()).is_empty());
 }
+
+/// A file of the host's that no disk build may change.
+fn host_file(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("host-file");
+    fs::write(&file, "HOST-BYTES\n").unwrap();
+    file
+}
+
+/// Runs disk-image (at most 120 s: a FIFO must not hang it) and returns its stderr.
+fn refused_disk(cmd: &mut Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(
+        eventually(120, || child.try_wait().unwrap().is_some()),
+        "disk-image {pid} still runs after 120 s"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "disk-image must refuse the tree");
+    text(&out.stderr)
+}
+
+#[test]
+fn boot_files_that_are_links_devices_or_fifos_are_refused_and_no_host_byte_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_file(dir.path());
+    let host_dir = dir.path().join("host-dir");
+    fs::create_dir(&host_dir).unwrap();
+    let climb = format!("../../../../../../../../..{}", host.display());
+    type Plant = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Plant, &str, &str)> = vec![
+        (
+            "absolute link",
+            Box::new({
+                let host = host.clone();
+                move |t: &Path| std::os::unix::fs::symlink(&host, t.join("etc/fstab")).unwrap()
+            }),
+            "/etc/fstab",
+            "bios",
+        ),
+        (
+            "climbing relative link",
+            Box::new(move |t: &Path| {
+                std::os::unix::fs::symlink(&climb, t.join("etc/fstab")).unwrap()
+            }),
+            "/etc/fstab",
+            "bios",
+        ),
+        (
+            "block device",
+            Box::new(|t: &Path| {
+                let out = Command::new("mknod")
+                    .arg(t.join("etc/fstab"))
+                    .args(["b", "7", "0"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+            }),
+            "a block device",
+            "bios",
+        ),
+        (
+            "FIFO",
+            Box::new(|t: &Path| {
+                nix::unistd::mkfifo(
+                    &t.join("etc/fstab"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o644),
+                )
+                .unwrap()
+            }),
+            "a FIFO",
+            "bios",
+        ),
+        (
+            "GRUB drop-in linked to a device of the tree",
+            Box::new(|t: &Path| {
+                fs::create_dir_all(t.join("etc/default/grub.d")).unwrap();
+                fs::create_dir_all(t.join("dev")).unwrap();
+                let out = Command::new("mknod")
+                    .arg(t.join("dev/evil"))
+                    .args(["b", "7", "0"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                std::os::unix::fs::symlink(
+                    "../../../dev/evil",
+                    t.join("etc/default/grub.d/90-root-label.cfg"),
+                )
+                .unwrap();
+            }),
+            "90-root-label.cfg",
+            "bios",
+        ),
+        (
+            "EFI dir under a boot linked to the host",
+            Box::new({
+                let host_dir = host_dir.clone();
+                move |t: &Path| {
+                    fs::create_dir_all(t.join("usr/lib/grub/x86_64-efi")).unwrap();
+                    std::os::unix::fs::symlink(&host_dir, t.join("boot")).unwrap();
+                }
+            }),
+            "/boot",
+            "efi",
+        ),
+    ];
+    for (name, plant, needle, firmware) in cases {
+        let case = dir.path().join(name.replace(' ', "-"));
+        let tree = case.join("tree");
+        tree_with_grub(&tree, "exit 0");
+        plant(&tree);
+        let out_dir = case.join("out");
+        // The EFI system partition alone takes 256 MiB.
+        let size = if firmware == "efi" { "320" } else { "64" };
+        let err = refused_disk(
+            Command::new(support::bin())
+                .arg("disk-image")
+                .arg(&tree)
+                .arg(&out_dir)
+                .args([
+                    "--format",
+                    "raw",
+                    "--size-mib",
+                    size,
+                    "--firmware",
+                    firmware,
+                ]),
+        );
+        let last = err.trim_end().lines().last().unwrap_or("");
+        assert!(
+            last.contains(needle) && last.contains("refusing to write"),
+            "{name}: one line naming {needle}: {err}"
+        );
+        assert_eq!(fs::read_to_string(&host).unwrap(), "HOST-BYTES\n", "{name}");
+        assert_eq!(fs::read_dir(&host_dir).unwrap().count(), 0, "{name}");
+        assert!(loops_below(dir.path()).is_empty(), "{name}: loop left");
+        assert!(mounts_below(dir.path()).is_empty(), "{name}: mount left");
+        assert_eq!(
+            fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "{name}: partial disk left"
+        );
+    }
+}
+
+#[test]
+fn the_copy_is_mounted_nodev_nosuid_while_the_disk_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    tree_with_grub(&tree, "sleep 737373");
+    let mut child = disk_image(&tree, &dir.path().join("out"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(60, || !processes_with("sleep 737373").is_empty()),
+        "GRUB step reached"
+    );
+    // The disk-image process's own mount namespace holds the copy's mount.
+    let mounts = fs::read_to_string(format!("/proc/{}/mounts", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let copy: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains("/.disk-") && l.contains(" ext4 "))
+        .collect();
+    assert_eq!(copy.len(), 1, "{mounts}");
+    let options = copy[0].split(' ').nth(3).unwrap();
+    assert!(
+        options.split(',').any(|o| o == "nodev") && options.split(',').any(|o| o == "nosuid"),
+        "{}",
+        copy[0]
+    );
+}
+
+#[test]
+fn sigterm_mid_disk_removes_the_half_made_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    tree_with_grub(&tree, "sleep 747474");
+    let out_dir = dir.path().join("out");
+    let mut child = disk_image(&tree, &out_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(60, || !processes_with("sleep 747474").is_empty()),
+        "GRUB step reached"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        eventually(30, || child.try_wait().unwrap().is_some()),
+        "disk-image ends after SIGTERM"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "the scratch dir with root.raw is gone"
+    );
+    assert!(eventually(10, || loops_below(dir.path()).is_empty()));
+    assert!(mounts_below(dir.path()).is_empty());
+    assert!(eventually(10, || processes_with("sleep 747474").is_empty()));
+}

@@ -307,3 +307,225 @@ fn a_stemcell_never_ships_a_host_file_its_image_links_to() {
         "the host's file was copied into the stemcell's staging"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The caller's terminal. Each path that runs a tree's code is run as from an interactive shell:
+// a real pty is the caller's controlling terminal. The static probe pushes a line into every
+// terminal it can reach (TIOCSTI through /dev/tty and fds 0-2, then TIOCLINUX); what waits in
+// the caller's terminal afterwards is what the caller's shell would run as host root.
+
+const LINE: &str = "touch /tmp/pwned-by-the-tree\n";
+
+/// The injection was tried and nothing reached the caller's terminal.
+fn nothing_injected(what: &str, run: &support::UnderTerminal, tried: &str) {
+    assert!(
+        run.injected.is_empty(),
+        "{what}: the tree pushed {:?} into the caller's terminal; output: {}",
+        String::from_utf8_lossy(&run.injected),
+        run.output
+    );
+    assert!(
+        tried.contains("terminals tried"),
+        "{what}: the probe did not run: {tried}"
+    );
+    assert!(
+        !tried.contains(": injected"),
+        "{what}: TIOCSTI went through on some terminal: {tried}"
+    );
+}
+
+fn probe_chroot_exec(root: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.arg("chroot-exec")
+        .arg(root)
+        .args(["--", "/bin/probe", "tiocsti", LINE]);
+    cmd
+}
+
+#[test]
+fn chroot_exec_gives_the_tree_no_way_into_the_callers_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = support::probe_root(dir.path());
+    // stdin from /dev/null, output piped: the terminal is reachable only as /dev/tty.
+    let run = support::under_terminal(&mut probe_chroot_exec(&root), false, b"");
+    nothing_injected("chroot-exec, stdio piped", &run, &run.output);
+    assert!(
+        run.output
+            .contains("open /dev/tty: No such device or address"),
+        "no controlling terminal inside: {}",
+        run.output
+    );
+    // stdio on the terminal: the command gets a pty of its own, and TIOCSTI and TIOCLINUX are
+    // refused by the seccomp filter even there.
+    let run = support::under_terminal(&mut probe_chroot_exec(&root), true, b"");
+    nothing_injected("chroot-exec, stdio on the terminal", &run, &run.output);
+    assert!(
+        run.output
+            .contains("TIOCSTI on fd 0: Operation not permitted")
+            && run
+                .output
+                .contains("TIOCLINUX on fd 0: Operation not permitted"),
+        "the filter refuses both: {}",
+        run.output
+    );
+}
+
+#[test]
+fn the_audit_of_a_hostile_image_runs_its_bash_away_from_the_callers_terminal() {
+    let f = Fixture::new();
+    // The image's /bin/bash is the probe: the audit's command checks run it.
+    fs::copy(support::sandbox_probe(), f.base().join("bin/bash")).unwrap();
+    let image = f.pack_base("hostile.tgz");
+    for on_tty in [false, true] {
+        let mut cmd = std::process::Command::new(support::bin());
+        cmd.arg("audit")
+            .arg(&image)
+            .args(["--kind", "os-image", "--format", "json", "--scratch-dir"])
+            .arg(f.path());
+        let run = support::under_terminal(&mut cmd, on_tty, b"");
+        // The image's bash (the probe) ran for the command checks and failed to inject.
+        assert!(
+            run.output
+                .contains("chroot-exec ran 0 of 1 commands (exit Some(1))"),
+            "audit (stdio on the terminal: {on_tty}) ran the image's bash: {}",
+            run.output
+        );
+        assert!(
+            !run.output.contains(": injected"),
+            "audit (stdio on the terminal: {on_tty}): {}",
+            run.output
+        );
+        assert!(
+            run.injected.is_empty(),
+            "audit (stdio on the terminal: {on_tty}) let the image push {:?}",
+            String::from_utf8_lossy(&run.injected)
+        );
+    }
+}
+
+#[test]
+fn a_stage_and_shell_give_the_tree_no_way_into_the_callers_terminal() {
+    let f = Fixture::new();
+    fs::copy(support::sandbox_probe(), f.base().join("bin/probe")).unwrap();
+    f.collection(&["inject"]);
+    // Inside the tree, and from the stage's own host side.
+    f.stage(
+        "inject",
+        &format!(
+            "run_in_chroot \"$chroot\" '/bin/probe tiocsti \"$1\" || true' '{LINE}'\n\
+             \"$chroot/bin/probe\" tiocsti '{LINE}' || true"
+        ),
+    );
+    for on_tty in [false, true] {
+        let run = support::under_terminal(&mut f.build_command(&[]), on_tty, b"");
+        assert!(run.status.success(), "build: {}", run.output);
+        let log = fs::read_to_string(f.work().join("logs/01-inject.log")).unwrap();
+        nothing_injected(&format!("a stage (tty {on_tty})"), &run, &log);
+        assert_eq!(
+            log.matches("terminals tried").count(),
+            2,
+            "both probes ran: {log}"
+        );
+    }
+    for on_tty in [false, true] {
+        let mut shell = std::process::Command::new(support::bin());
+        shell
+            .arg("shell")
+            .arg(f.work())
+            .args(["--", "/bin/probe", "tiocsti", LINE]);
+        let run = support::under_terminal(&mut shell, on_tty, b"");
+        nothing_injected(&format!("shell -- (tty {on_tty})"), &run, &run.output);
+    }
+}
+
+#[test]
+fn an_interactive_shell_gets_a_terminal_of_its_own_relayed_to_the_callers() {
+    let f = Fixture::new();
+    f.collection(&["noop"]);
+    f.stage("noop", "true");
+    support::ok(&f.build(&[]));
+    let mut shell = std::process::Command::new(support::bin());
+    shell.arg("shell").arg(f.work());
+    // What is typed reaches the shell in the tree, on a terminal; what it prints comes back;
+    // its exit status is the command's.
+    let run = support::under_terminal(
+        &mut shell,
+        true,
+        b"echo relay-$((6 * 7)); [ -t 0 ] && echo stdin-is-a-terminal; exit 3\n",
+    );
+    assert_eq!(run.status.code(), Some(3), "{}", run.output);
+    assert!(run.output.contains("relay-42"), "{}", run.output);
+    assert!(run.output.contains("stdin-is-a-terminal"), "{}", run.output);
+    assert!(run.injected.is_empty());
+}
+
+#[test]
+fn build_stemcell_of_an_image_whose_boot_files_link_to_the_host_changes_no_host_byte() {
+    let f = Fixture::new();
+    let host_file = f.path().join("host-file");
+    fs::write(&host_file, "HOST-BYTES\n").unwrap();
+    // The hostile OS image: GRUB's tools present (stand-ins), etc/fstab a link to a host file,
+    // and GRUB's drop-in a relative link to a block device node under dev/ (which the unpack
+    // policy lets through there).
+    let base = f.base();
+    for tool in ["grub-install", "update-grub"] {
+        let path = base.join("usr/sbin").join(tool);
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink(&host_file, base.join("etc/fstab")).unwrap();
+    fs::create_dir_all(base.join("etc/default/grub.d")).unwrap();
+    fs::create_dir_all(base.join("dev")).unwrap();
+    let mknod = std::process::Command::new("mknod")
+        .arg(base.join("dev/evil"))
+        .args(["b", "7", "0"])
+        .output()
+        .unwrap();
+    assert!(mknod.status.success());
+    std::os::unix::fs::symlink(
+        "../../../dev/evil",
+        base.join("etc/default/grub.d/90-root-label.cfg"),
+    )
+    .unwrap();
+    let image = f.pack_base("hostile.tgz");
+    let stage = f.stages().join("image_disk");
+    fs::create_dir_all(&stage).unwrap();
+    fs::copy(
+        support::repo().join("stages/image_disk/apply.sh"),
+        stage.join("apply.sh"),
+    )
+    .unwrap();
+    f.collection(&["image_disk"]);
+    let agent = f.path().join("bosh-agent");
+    fs::write(&agent, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&agent, fs::Permissions::from_mode(0o755)).unwrap();
+    let cmd = f.stemcell_command(&image, &agent, &f.path().join("cache"));
+    // The warden fixture, turned into a VM IaaS whose collection is the disk stage alone.
+    let args: Vec<std::ffi::OsString> = cmd
+        .get_args()
+        .map(|a| {
+            if a == "warden" {
+                "openstack".into()
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect();
+    let mut cmd = std::process::Command::new(support::bin());
+    cmd.args(args)
+        .env_remove("resume_from")
+        .env_remove("IAAS")
+        .env_remove("OS_NAME")
+        .env_remove("OS_VERSION");
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "the disk step must refuse the tree");
+    let log = fs::read_to_string(f.work().join("logs/01-image_disk.log")).unwrap_or_default();
+    assert!(
+        log.contains("/etc/fstab") && log.contains("refusing to write"),
+        "the disk step names etc/fstab: {err}\n{log}"
+    );
+    assert_eq!(fs::read_to_string(&host_file).unwrap(), "HOST-BYTES\n");
+    assert!(support::mounts_below(f.path()).is_empty());
+    assert_eq!(fs::read_dir(f.out_dir()).unwrap().count(), 0);
+}

@@ -102,6 +102,7 @@ pub fn exec(request: &ChrootCommand) -> Result<i32> {
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
         move || enter(&root, &ops),
         command,
+        crate::terminal::Terminal::for_caller()?,
     );
     drop(guard);
     result

@@ -14,6 +14,12 @@
 //!
 //! Everything else is allowed: a deny-list keeps every package install working. A process of
 //! another architecture (a 32-bit binary on x86_64) is killed: its system call numbers differ.
+//!
+//! A third filter, [`install_terminal_filter`], refuses the two `ioctl`s that write into a
+//! terminal's *input*: `TIOCSTI` (push a byte as if typed) and `TIOCLINUX` (the console's
+//! selection paste). With either, a program holding any fd on the caller's terminal makes the
+//! caller's shell run a line as host root after the builder exits. Every sandbox (a stage's
+//! and `chroot-exec`'s) installs it, whatever else it keeps.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +47,11 @@ const NOT_IMPLEMENTED: &[i64] = &[
     libc::SYS_io_uring_enter,
     libc::SYS_io_uring_register,
 ];
+
+/// `ioctl` requests that inject input into a terminal (`asm-generic/ioctls.h`). (`Ioctl` is
+/// `u64` on glibc and `c_int` on musl: the cast is for the latter.)
+#[allow(clippy::unnecessary_cast)]
+const TERMINAL_INPUT: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
 
 /// On x86_64 the same calls can also be made through the x32 ABI: the number with this bit
 /// set, under the same audit architecture (linux/arch/x86/include/uapi/asm/unistd.h).
@@ -95,6 +106,47 @@ pub fn filters() -> Result<[BpfProgram; 2]> {
     Ok([deny.try_into()?, missing.try_into()?])
 }
 
+/// The terminal filter: `ioctl(fd, TIOCSTI | TIOCLINUX, …)` fails with EPERM on any fd. The
+/// request is compared on its low 32 bits, as the kernel reads it (`unsigned int cmd`), so high
+/// bits set by the caller change nothing.
+pub fn terminal_filter() -> Result<BpfProgram> {
+    let rules = || -> Result<Vec<SeccompRule>> {
+        TERMINAL_INPUT
+            .iter()
+            .map(|&request| {
+                Ok(SeccompRule::new(vec![SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    request,
+                )?])?)
+            })
+            .collect()
+    };
+    #[allow(unused_mut)]
+    let mut calls = vec![libc::SYS_ioctl];
+    // The x32 ABI's ioctl is number 514 (arch/x86/entry/syscalls/syscall_64.tbl), not 16.
+    #[cfg(target_arch = "x86_64")]
+    calls.push(514 | X32_SYSCALL_BIT);
+    let mut denied = BTreeMap::new();
+    for call in calls {
+        denied.insert(call, rules()?);
+    }
+    let filter = SeccompFilter::new(
+        denied,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        target()?,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// Installs [`terminal_filter`] on the calling thread. Needs `no_new_privs` or CAP_SYS_ADMIN
+/// (a stage's sandbox keeps root's capabilities; `chroot-exec` has set `no_new_privs`).
+pub fn install_terminal_filter() -> Result<()> {
+    seccompiler::apply_filter(&terminal_filter()?).context("installing the terminal seccomp filter")
+}
+
 /// Installs the filters on the calling thread (and so on everything it executes). Needs
 /// `no_new_privs` or CAP_SYS_ADMIN.
 pub fn install() -> Result<()> {
@@ -113,5 +165,6 @@ mod tests {
         let [deny, missing] = filters().unwrap();
         assert!(deny.len() > DENIED.len());
         assert!(missing.len() > NOT_IMPLEMENTED.len());
+        assert!(terminal_filter().unwrap().len() > TERMINAL_INPUT.len());
     }
 }

@@ -71,6 +71,8 @@ pub fn output_files(format: DiskFormat) -> &'static [&'static str] {
 /// Must run in a single-threaded process: it unshares its mount namespace.
 pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     crate::sandbox::own_mount_namespace()?;
+    // After the unshare, which a threaded process cannot do: the handler runs on a thread.
+    crate::stage::process::install_interrupt_handler();
     if !plan.tree.is_dir() {
         bail!(
             "tree {} is not a directory: pass the root tree to put on the disk",
@@ -79,15 +81,20 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     }
     // BIOS: grub-install itself brings its i386-pc modules; EFI: the image is made from the
     // x86_64-efi modules, which only grub-efi-amd64-bin brings.
-    let grub = plan.tree.join("usr/sbin/grub-install").exists();
+    let tree = crate::inroot::TreeRoot::open(&plan.tree)?;
+    let has = |path: &str, kind| tree.kind(Path::new(path)).ok().flatten() == Some(kind);
+    let grub = has("usr/sbin/grub-install", crate::inroot::FileKind::Regular);
     let missing = match plan.firmware {
         Firmware::Bios => (!grub).then_some(("/usr/sbin/grub-install", "grub-pc")),
-        Firmware::Efi => {
-            (!grub || !plan.tree.join("usr/lib/grub/x86_64-efi").is_dir()).then_some((
-                "/usr/sbin/grub-install with /usr/lib/grub/x86_64-efi",
-                "grub-efi-amd64-bin",
+        Firmware::Efi => (!grub
+            || !has(
+                "usr/lib/grub/x86_64-efi",
+                crate::inroot::FileKind::Directory,
             ))
-        }
+        .then_some((
+            "/usr/sbin/grub-install with /usr/lib/grub/x86_64-efi",
+            "grub-efi-amd64-bin",
+        )),
     };
     if let Some((what, package)) = missing {
         bail!(
@@ -133,11 +140,13 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
         )?;
         let target = scratch.path().join("mnt");
         fs::create_dir(&target)?;
+        // nodev, nosuid: a device node or setuid file the tree holds means nothing while the
+        // builder works on the copy (GRUB's sandbox binds it nodev,nosuid again).
         mount(
             Some(&partition),
             &target,
             Some("ext4"),
-            MsFlags::empty(),
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
             None::<&str>,
         )
         .with_context(|| format!("mount -t ext4 {} {}", partition.display(), target.display()))?;
@@ -158,20 +167,8 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
                 .arg(&target),
             "cp -a",
         )?;
-        let mut fstab = String::from("# written by stemcell-builder disk-image\nLABEL=root / ext4 defaults,errors=remount-ro 0 1\n");
-        if efi {
-            fstab.push_str("LABEL=EFI /boot/efi vfat umask=0077,nofail 0 1\n");
-            fs::create_dir_all(target.join("boot/efi"))?;
-        }
-        fs::write(target.join("etc/fstab"), fstab)?;
-        // grub-mkconfig would name the build host's loop partition as root= (it cannot see a
-        // by-uuid link without udev); the label is what the booted VM will have.
-        let grub_d = target.join("etc/default/grub.d");
-        fs::create_dir_all(&grub_d)?;
-        fs::write(
-            grub_d.join("90-root-label.cfg"),
-            "# written by stemcell-builder disk-image\nGRUB_DEVICE=LABEL=root\nGRUB_DISABLE_LINUX_UUID=true\n",
-        )?;
+        write_boot_files(&target, efi)
+            .with_context(|| format!("the disk's copy of {}", plan.tree.display()))?;
         step.line("installing GRUB");
         let efi_image = install_grub(&target, &device.path, &partition, esp.is_some())?;
         if let Some(esp) = &esp {
@@ -210,6 +207,38 @@ pub fn build(plan: &DiskPlan, reporter: &Reporter) -> Result<Vec<PathBuf>> {
     }
     step.finish("done", started.elapsed());
     Ok(outputs)
+}
+
+/// The files the disk needs beyond the tree's, written into the copy through in-root
+/// resolution: the copy is the tree's, so its `etc/fstab` may be a link to a host file, a
+/// device or a FIFO. Each is refused in one line rather than followed, opened or waited on.
+fn write_boot_files(target: &Path, efi: bool) -> Result<()> {
+    let root = crate::inroot::TreeRoot::open(target)?;
+    let mut fstab = String::from("# written by stemcell-builder disk-image\nLABEL=root / ext4 defaults,errors=remount-ro 0 1\n");
+    if efi {
+        fstab.push_str("LABEL=EFI /boot/efi vfat umask=0077,nofail 0 1\n");
+        root.create_dir_all(Path::new("boot/efi"), 0o755)?;
+    }
+    root.create_dir_all(Path::new("etc"), 0o755)?;
+    root.write_file(Path::new("etc/fstab"), fstab.as_bytes(), 0o644)?;
+    // grub-mkconfig would name the build host's loop partition as root= (it cannot see a
+    // by-uuid link without udev); the label is what the booted VM will have.
+    root.create_dir_all(Path::new("etc/default/grub.d"), 0o755)?;
+    root.write_file(
+        Path::new("etc/default/grub.d/90-root-label.cfg"),
+        b"# written by stemcell-builder disk-image\nGRUB_DEVICE=LABEL=root\nGRUB_DISABLE_LINUX_UUID=true\n",
+        0o644,
+    )?;
+    Ok(())
+}
+
+/// After Ctrl-C or SIGTERM (the handler killed the running child): an error, so every guard
+/// unwinds: the mount, the loop device and the scratch dir with its half-made disk.
+fn stop_if_interrupted() -> Result<()> {
+    if crate::stage::process::interrupted() {
+        bail!("disk-image interrupted: nothing was written to the output dir");
+    }
+    Ok(())
 }
 
 /// Unmounts (lazily, so a failure never leaves it busy) when dropped; the namespace would take
@@ -331,11 +360,14 @@ fn install_grub(root: &Path, disk: &Path, partition: &Path, efi: bool) -> Result
         .arg(disk)
         .arg("--device")
         .arg(partition);
-    let out = command
-        .arg(root)
-        .args(["--", "/bin/sh", "-ec", &script])
-        .output()
-        .context("running chroot-exec for GRUB")?;
+    let out = crate::stage::process::output_interruptible(
+        command
+            .arg(root)
+            .args(["--", "/bin/sh", "-ec", &script])
+            .stdin(Stdio::null()),
+    )
+    .context("running chroot-exec for GRUB")?;
+    stop_if_interrupted()?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr
@@ -412,10 +444,9 @@ fn convert(
 }
 
 fn run(command: &mut Command, what: &str) -> Result<()> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
+    let out = crate::stage::process::output_interruptible(command.stdin(Stdio::null()))
         .with_context(|| format!("running {what}"))?;
+    stop_if_interrupted()?;
     if !out.status.success() {
         bail!(
             "{what} failed ({}): {}",

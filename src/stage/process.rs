@@ -41,6 +41,20 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Runs `command` to its end with its output captured, as `Command::output` does, but as the
+/// child the Ctrl-C/SIGTERM handler kills: an interrupted command ends at once and the caller,
+/// seeing [`interrupted`], cleans up what it made.
+pub fn output_interruptible(command: &mut Command) -> std::io::Result<std::process::Output> {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    CURRENT_CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let out = child.wait_with_output();
+    CURRENT_CHILD.store(0, Ordering::SeqCst);
+    out
+}
+
 pub struct Outcome {
     pub code: i32,
     pub tail: VecDeque<String>,

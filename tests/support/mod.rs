@@ -469,3 +469,156 @@ pub fn run_with_peak_rss(args: &[&std::ffi::OsStr], scratch: &Path) -> (i32, Str
         .unwrap();
     (out.status.code().unwrap_or(-1), text(&out.stderr), rss)
 }
+
+/// tests/support/sandbox_probe.c, compiled statically once (again when the source changes).
+pub fn sandbox_probe() -> &'static Path {
+    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        let source = repo().join("tests/support/sandbox_probe.c");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sandbox_probe");
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&out) > modified(&source) {
+            return out;
+        }
+        // Test binaries run at once may compile it together: each writes its own file and
+        // renames it into place.
+        let partial = out.with_extension(std::process::id().to_string());
+        let gcc = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&partial)
+            .arg(&source)
+            .output()
+            .expect("gcc runs (apt-get install gcc libc6-dev)");
+        assert!(
+            gcc.status.success(),
+            "gcc -static sandbox_probe.c: {}",
+            text(&gcc.stderr)
+        );
+        fs::rename(&partial, &out).unwrap();
+        out
+    })
+}
+
+/// A busybox tree with the probe at /bin/probe.
+pub fn probe_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    busybox_root(&root);
+    fs::copy(sandbox_probe(), root.join("bin/probe")).unwrap();
+    root
+}
+
+/// What a command did when run as from an interactive terminal: the caller's own pty is its
+/// controlling terminal (a new session, as a login shell's), and what waits in that terminal's
+/// input queue afterwards is what the caller's shell would read and run next.
+pub struct UnderTerminal {
+    pub status: std::process::ExitStatus,
+    /// What the command wrote to the terminal (with stdio on it), or to its pipes.
+    pub output: String,
+    /// Bytes waiting in the terminal's input queue after the command ended.
+    pub injected: Vec<u8>,
+}
+
+/// Runs `cmd` with a fresh pty as its controlling terminal; with `stdio_on_tty` its stdin,
+/// stdout and stderr are that terminal, else stdin is /dev/null and the others are pipes (the
+/// terminal is then reachable only through /dev/tty). `input` is typed into the terminal first.
+pub fn under_terminal(cmd: &mut Command, stdio_on_tty: bool, input: &[u8]) -> UnderTerminal {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if stdio_on_tty {
+                for fd in 0..3 {
+                    libc::dup2(slave, fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    if !stdio_on_tty {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Piped output is read as it comes, so a command that writes much never blocks on it.
+    let readers: Vec<std::thread::JoinHandle<Vec<u8>>> = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            all
+        })
+    })
+    .collect();
+    let mut master = fs::File::from(pty.master);
+    master.write_all(input).unwrap();
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    let master_fd = master.as_raw_fd();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        let mut fds = [libc::pollfd {
+            fd: master_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+        if ready > 0 && fds[0].revents & libc::POLLIN != 0 {
+            if let Ok(n) = master.read(&mut buf) {
+                output.extend_from_slice(&buf[..n]);
+            }
+            continue;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command under the terminal hangs"
+        );
+    };
+    for reader in readers {
+        output.extend(reader.join().unwrap());
+    }
+    // What the terminal would hand its next reader: non-blocking reads of the slave side.
+    let reader = pty.slave;
+    nix::fcntl::fcntl(
+        &reader,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut reader = fs::File::from(reader);
+    let mut injected = Vec::new();
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        injected.extend_from_slice(&buf[..n]);
+    }
+    UnderTerminal {
+        status,
+        output: String::from_utf8_lossy(&output).into_owned(),
+        injected,
+    }
+}

