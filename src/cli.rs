@@ -61,9 +61,15 @@ pub enum Command {
     Bump(BumpArgs),
     /// Make a container root filesystem from an OS image: Cloud Foundry stack, docker import, OCI.
     Export(ExportArgs),
+    /// Boot a stemcell here as its IaaS would and drive the real BOSH agent in it (ping,
+    /// get_state, disks, ssh, a job started and stopped, run_script) before you upload it.
+    Smoke(SmokeArgs),
     /// Internal: run a command under a PID-namespace init that dies with the builder.
     #[command(hide = true)]
     Sandbox(SandboxArgs),
+    /// Internal: smoke's warden container (the CPI's start command in a stemcell's tree).
+    #[command(hide = true)]
+    Container(ContainerArgs),
     /// Internal: the package cache, for the stages' pkg_mgr and the bootstrap's hooks.
     #[command(subcommand, hide = true)]
     PackageCache(PackageCacheCommand),
@@ -111,6 +117,55 @@ pub enum PackageCacheCommand {
         #[arg(long)]
         arch: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// The stemcell tarball (warden, or a raw or qcow2 disk: openstack and the like).
+    pub stemcell: PathBuf,
+    /// Give up after this many seconds, the boot included.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// How qemu runs a VM stemcell: tcg (software, works everywhere) or kvm.
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub accel: crate::smoke::vm::Accel,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: SmokeFormat,
+    /// Where the run's scratch dir (the unpacked stemcell, certificates, logs) is made; it is
+    /// removed afterwards.
+    #[arg(long, default_value = "/var/tmp")]
+    pub scratch_dir: PathBuf,
+    /// Keep the scratch dir (the tree or disk as the agent left it, its logs, nats-server's
+    /// log) for a post-mortem; its path is printed.
+    #[arg(long)]
+    pub keep_scratch: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SmokeFormat {
+    /// One line per step as it ends, then the agent's last log lines on failure.
+    Text,
+    /// One JSON document at the end.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Where the container's start command writes its output.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// HOST_DIR:PATH_IN_TREE, bound in (repeatable).
+    #[arg(long, value_parser = parse_bind)]
+    pub bind: Vec<(PathBuf, PathBuf)>,
+    /// The stemcell's tree.
+    pub root: PathBuf,
+}
+
+fn parse_bind(arg: &str) -> std::result::Result<(PathBuf, PathBuf), String> {
+    let (host, inside) = arg
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{arg}: give HOST_DIR:PATH_IN_TREE"))?;
+    Ok((PathBuf::from(host), PathBuf::from(inside)))
 }
 
 #[derive(Debug, Args)]
@@ -686,6 +741,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             return Ok(exit_code(code));
         }
+        Command::Smoke(args) => return smoke(args),
+        Command::Container(args) => {
+            let code = crate::smoke::warden::container_main(&args.root, &args.bind, &args.log)?;
+            return Ok(exit_code(code));
+        }
         Command::Sandbox(args) => {
             let (program, rest) = args
                 .command
@@ -829,6 +889,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn smoke(args: SmokeArgs) -> Result<ExitCode> {
+    let plan = crate::smoke::SmokePlan {
+        stemcell: args.stemcell,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        accel: args.accel,
+        scratch_dir: args.scratch_dir,
+        keep_scratch: args.keep_scratch,
+    };
+    let text = matches!(args.format, SmokeFormat::Text);
+    let mut print = |step: &crate::smoke::Step| {
+        if text {
+            let _ = crate::outln!(
+                "{:<4}  {:<14} {:>6.1}s  {}",
+                if step.ok { "ok" } else { "FAIL" },
+                step.step,
+                step.seconds,
+                step.detail
+            );
+        }
+    };
+    let report = crate::smoke::run(&plan, &mut print)?;
+    if text {
+        if !report.agent_log.is_empty() {
+            crate::outln!("# the agent's last log lines ({})", report.infrastructure)?;
+            for line in &report.agent_log {
+                crate::outln!("  {line}")?;
+            }
+        }
+        if let Some(dir) = &report.kept_scratch {
+            crate::outln!("# kept {dir}")?;
+        }
+        let passed = report.steps.iter().filter(|s| s.ok).count();
+        crate::outln!(
+            "{} {}: {passed} of {} steps passed",
+            if report.ok { "PASSED" } else { "FAILED" },
+            report.stemcell,
+            report.steps.len()
+        )?;
+    } else {
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn exit_code(code: i32) -> ExitCode {
@@ -1033,7 +1141,7 @@ fn stemcell_build(
     let collection = args
         .collection
         .unwrap_or_else(|| format!("stemcell-{}", target.iaas));
-    let builder_commit = crate::stemcell::commit::of_checkout(&stages_dir);
+    let builder_commit = crate::stemcell::commit::for_stemcell(&stages_dir);
     let plan = crate::pipeline::BuildPlan {
         work_dir,
         stages_dir,

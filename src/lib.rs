@@ -25,6 +25,7 @@ pub mod progress;
 pub mod rootfs;
 pub mod s3;
 pub mod sandbox;
+pub mod smoke;
 pub mod stage;
 pub mod stemcell;
 pub mod terminal;

@@ -400,8 +400,20 @@ fn users_and_groups() {
 
 #[test]
 fn monit_and_runit_for_the_agent() {
-    assert!(exists("/usr/bin/monit") && exists("/usr/bin/runsvdir"));
-    assert_eq!(link("/var/vcap/bosh/bin/monit"), "/usr/bin/monit");
+    // The reference's monit (5.2.5, built with the /var/vcap/bosh prefix), not Debian's: the
+    // agent's plain POSTs start jobs only there.
+    assert!(exists("/var/vcap/bosh/bin/monit-actual") && exists("/usr/bin/runsvdir"));
+    assert!(!exists("/usr/bin/monit"), "Debian's monit is not installed");
+    // A wrapper naming the BOSH control file: the agent runs `monit stop -g vcap` by name.
+    assert!(
+        read("/var/vcap/bosh/bin/monit")
+            .contains("exec /var/vcap/bosh/bin/monit-actual -c /var/vcap/bosh/etc/monitrc \"$@\""),
+        "{}",
+        read("/var/vcap/bosh/bin/monit")
+    );
+    // runit's monit service, kept down until the agent's `sv start monit`.
+    assert!(read("/etc/sv/monit/run").contains("/var/vcap/bosh/bin/monit -I"));
+    assert!(exists("/etc/sv/monit/down") && exists("/var/vcap/monit/svlog"));
     let monitrc = read("/var/vcap/bosh/etc/monitrc");
     assert!(
         monitrc.contains("set httpd port 2822")

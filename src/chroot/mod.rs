@@ -122,6 +122,22 @@ fn enter(root: &Path, ops: &[MountOp]) -> Result<()> {
     seccomp::install()
 }
 
+/// For `smoke`'s warden container, inside its init's fresh namespaces: the tree as `/` with
+/// `proc`, `sys` and a fresh `/dev` as for any sandbox, the host directories `binds` (host
+/// path, path in the tree) bound in, and every privilege kept, as the warden CPI runs a
+/// stemcell (a privileged garden container).
+pub fn enter_privileged(root: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<()> {
+    let tree = pivot::bind_root_privileged(root)?;
+    mounts::apply(&plan_mounts(None, &[]), &tree)?;
+    for (host, inside) in binds {
+        tree.create_dir_all(inside, 0o755)?;
+        let target = tree.open_dir(inside)?;
+        mounts::bind(host, &target, inside.strip_prefix("/").unwrap_or(inside))?;
+    }
+    pivot::pivot_into(&tree)?;
+    close_inherited_fds()
+}
+
 /// Every fd the builder's caller left open (beyond stdin, stdout, stderr) is closed at exec: an
 /// fd on a host directory would be a way out of the tree.
 fn close_inherited_fds() -> Result<()> {

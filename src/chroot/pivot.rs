@@ -29,6 +29,16 @@ pub fn bind_root(root: &Path) -> Result<TreeRoot> {
     Ok(tree)
 }
 
+/// Binds `root` onto itself as `bind_root` does, but keeps device nodes and setuid files
+/// working: for `smoke`'s privileged container, where the stemcell runs as on a VM (sudo, the
+/// agent's own mounts), never for a tree being built.
+pub fn bind_root_privileged(root: &Path) -> Result<TreeRoot> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(root), root, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("mount --rbind {} onto itself", root.display()))?;
+    Ok(TreeRoot::open(root)?)
+}
+
 /// mount_setattr(2) with AT_RECURSIVE: one call for the tree and every mount below it.
 fn set_recursively(tree: &TreeRoot, attributes: u64, root: &Path) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};

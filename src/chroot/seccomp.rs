@@ -142,9 +142,30 @@ pub fn terminal_filter() -> Result<BpfProgram> {
 }
 
 /// Installs [`terminal_filter`] on the calling thread. Needs `no_new_privs` or CAP_SYS_ADMIN
-/// (a stage's sandbox keeps root's capabilities; `chroot-exec` has set `no_new_privs`).
+/// (a stage's sandbox and smoke's container keep root's capabilities; `chroot-exec` has set
+/// `no_new_privs`). Unlike `seccompiler::apply_filter` it does not set `no_new_privs` itself:
+/// in smoke's container `sudo` must still work, as it does on a VM.
 pub fn install_terminal_filter() -> Result<()> {
-    seccompiler::apply_filter(&terminal_filter()?).context("installing the terminal seccomp filter")
+    let mut program = terminal_filter()?;
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).context("the terminal filter is too long")?,
+        // seccompiler's sock_filter is the kernel's struct sock_filter, field for field.
+        filter: program.as_mut_ptr().cast::<libc::sock_filter>(),
+    };
+    // SAFETY: fprog points at `program`, alive for the call; the kernel copies it.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(
+            "installing the terminal seccomp filter (needs CAP_SYS_ADMIN or no_new_privs)",
+        );
+    }
+    Ok(())
 }
 
 /// Installs the filters on the calling thread (and so on everything it executes). Needs

@@ -36,7 +36,8 @@ pub struct StemcellPackager {
     pub disk_size_mib: Option<u64>,
     /// The collection the stages come from (named when the disk is missing).
     pub collection: String,
-    /// The builder's commit (`commit::of_checkout` of the stages dir), if it is in a checkout.
+    /// The commit the stemcell records (`commit::for_stemcell`): the stages' checkout's, else
+    /// the builder's own.
     pub builder_commit: Option<String>,
 }
 
