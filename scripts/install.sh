@@ -12,8 +12,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Runtime: bootstrappers and the Debian keyring; disk images (sfdisk, mkfs.ext4, mkfs.vfat and mtools for the EFI partition, partx,
-# qemu-img); git for the builder's commit (system_parameters); pigz/zstd for the benchmarks' references.
-runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates git tar zstd pigz fdisk e2fsprogs util-linux dosfstools mtools"
+# qemu-img); git for the builder's commit (system_parameters); pigz/zstd for the benchmarks' references;
+# nats-server, openssh-client and iproute2 for smoke (the director's NATS, the ssh step, the container's veth).
+runtime="mmdebstrap debootstrap debian-archive-keyring ca-certificates git tar zstd pigz fdisk e2fsprogs util-linux dosfstools mtools nats-server openssh-client iproute2"
 # Tests: a static busybox for tiny chroots, setcap/getcap for file-capability round trips,
 # python3-venv for the test tools from PyPI (S3 server, SBOM validators), shellcheck for the
 # stage scripts (scripts/shellcheck.sh), GNU time for a command's own peak memory (its fork

@@ -1236,3 +1236,354 @@ fn build_time_leaves_no_loop_device_or_mount() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// smoke. Its plumbing runs here on the stemcells above, whose agent is a stand-in that never
+// answers (a test double of the harness's, proving nothing about the stemcell): the container
+// or VM boots, nats-server takes the director's mutual TLS, ping times out, the failure is
+// reported with the agent's or console's last lines, and nothing is left running. With
+// STEMCELL_BUILDER_TEST_AGENT naming a real bosh-agent binary, warden and openstack stemcells
+// built with it must pass every step.
+
+fn smoke(stemcell: &Path, scratch: &Path, extra: &[&str]) -> Command {
+    fs::create_dir_all(scratch).unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.arg("smoke")
+        .arg(stemcell)
+        .arg("--scratch-dir")
+        .arg(scratch)
+        .args(extra);
+    cmd
+}
+
+/// Processes whose command line names `dir` (smoke's `container` process, qemu, nats-server),
+/// smoke itself aside.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let mut found = vec![];
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&dir) && !cmdline.contains(" smoke ") {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// The PID namespace of the container smoke runs with its scratch in `dir` (the namespace of
+/// the `container` process's child, the container's init), once it exists.
+fn container_pid_namespace(dir: &Path) -> Option<(String, String)> {
+    let needle = format!("container --log {}", dir.display());
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .contains(&needle)
+        {
+            continue;
+        }
+        let pid = entry.file_name().to_string_lossy().to_string();
+        let children =
+            fs::read_to_string(entry.path().join(format!("task/{pid}/children"))).ok()?;
+        let init = children.split_whitespace().next()?;
+        return fs::read_link(format!("/proc/{init}/ns/pid"))
+            .ok()
+            .map(|l| (l.display().to_string(), init.to_string()));
+    }
+    None
+}
+
+/// Processes in the PID namespace `namespace`.
+fn processes_in_namespace(namespace: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read_link(e.path().join("ns/pid"))
+                .is_ok_and(|l| l.display().to_string() == namespace)
+        })
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+/// Whether the host end of the veth of the container whose init is `init` exists (`sbsPID`).
+fn veth_of(init: &str) -> bool {
+    Path::new("/sys/class/net")
+        .join(format!("sbs{init}"))
+        .exists()
+}
+
+fn steps(report: &serde_json::Value) -> Vec<(String, bool)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn smoke_of_a_warden_stemcell_fails_at_ping_when_the_agent_never_answers_and_leaves_nothing_even_after_sigkill(
+) {
+    // One run to its end: the agent never answers, ping times out.
+    let scratch = built().dir.join("smoke-warden");
+    let child = smoke(
+        &built().warden,
+        &scratch,
+        &["--timeout", "45", "--format", "json"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut namespace = None;
+    assert!(
+        support::eventually(60, || {
+            namespace = container_pid_namespace(&scratch);
+            namespace.is_some()
+        }),
+        "the container starts"
+    );
+    let (namespace, init) = namespace.unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(
+        steps(&report),
+        [
+            ("boot".to_string(), true),
+            ("nats".to_string(), true),
+            ("ping".to_string(), false)
+        ],
+        "{report}"
+    );
+    assert!(
+        report["steps"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no pong within"),
+        "{report}"
+    );
+    assert_eq!(report["infrastructure"], "warden");
+    assert!(
+        support::eventually(10, || processes_in_namespace(&namespace).is_empty()),
+        "container processes left: {:?}",
+        processes_in_namespace(&namespace)
+    );
+    assert!(
+        processes_in(&scratch).is_empty(),
+        "{:?}",
+        processes_in(&scratch)
+    );
+    assert!(support::mounts_below(&scratch).is_empty());
+    assert!(!veth_of(&init), "the container's veth is gone");
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch removed"
+    );
+
+    // One run killed with SIGKILL while the container and nats-server run.
+    let scratch = built().dir.join("smoke-sigkill");
+    let mut child = smoke(&built().warden, &scratch, &["--timeout", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut namespace = None;
+    assert!(
+        support::eventually(120, || {
+            namespace = container_pid_namespace(&scratch);
+            namespace
+                .as_ref()
+                .is_some_and(|(ns, _)| processes_in_namespace(ns).len() > 2)
+                && processes_in(&scratch)
+                    .iter()
+                    .any(|p| p.contains("nats-server"))
+        }),
+        "the container's services and nats-server run: {:?}",
+        processes_in(&scratch)
+    );
+    let (namespace, init) = namespace.unwrap();
+    assert!(veth_of(&init), "the container's veth is up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        support::eventually(20, || processes_in_namespace(&namespace).is_empty()),
+        "container processes left: {:?}",
+        processes_in_namespace(&namespace)
+    );
+    assert!(
+        support::eventually(20, || processes_in(&scratch).is_empty()),
+        "left running: {:?}",
+        processes_in(&scratch)
+    );
+    assert!(
+        support::eventually(20, || !veth_of(&init)),
+        "the container's veth sbs{init} is left"
+    );
+    assert!(support::mounts_below(&scratch).is_empty());
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn smoke_of_a_vm_stemcell_boots_it_in_qemu_with_its_settings_on_a_config_drive() {
+    let scratch = built().dir.join("smoke-openstack");
+    let out = smoke(
+        &built().openstack,
+        &scratch,
+        &["--timeout", "150", "--keep-scratch"],
+    )
+    .output()
+    .unwrap();
+    let said = text(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("ok    boot") && said.contains("qemu (tcg)"),
+        "{said}"
+    );
+    assert!(said.contains("ok    nats"), "{said}");
+    assert!(said.contains("FAIL  ping"), "{said}");
+    // The console's last lines stand in for the agent's log: the guest booted.
+    assert!(
+        said.contains("# the agent's last log lines (openstack)"),
+        "{said}"
+    );
+    assert!(
+        processes_in(&scratch).is_empty(),
+        "{:?}",
+        processes_in(&scratch)
+    );
+    let kept = said
+        .lines()
+        .find_map(|l| l.strip_prefix("# kept "))
+        .expect("the kept scratch dir is named");
+    let drive = Path::new(kept).join("config-drive.img");
+    let mtype = Command::new("mtype")
+        .arg("-i")
+        .arg(&drive)
+        .arg("::/ec2/latest/user-data")
+        .output()
+        .unwrap();
+    assert!(mtype.status.success(), "{}", text(&mtype.stderr));
+    let settings: serde_json::Value = serde_json::from_slice(&mtype.stdout).unwrap();
+    assert!(
+        settings["mbus"]
+            .as_str()
+            .unwrap()
+            .starts_with("nats://10.0.2.2:"),
+        "{settings}"
+    );
+    assert_eq!(settings["disks"]["ephemeral"], "/dev/vdb");
+    assert!(settings["env"]["bosh"]["mbus"]["cert"]["private_key"]
+        .as_str()
+        .unwrap()
+        .contains("PRIVATE KEY"));
+    let label = Command::new("mlabel")
+        .args(["-s", "-i"])
+        .arg(&drive)
+        .arg("::")
+        .output()
+        .unwrap();
+    assert!(
+        text(&label.stdout).contains("CONFIG-2"),
+        "{}",
+        text(&label.stdout)
+    );
+    // The keys stay root's.
+    let mode = fs::metadata(Path::new(kept).join("nats/server.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    fs::remove_dir_all(kept).unwrap();
+}
+
+#[test]
+fn the_real_agent_passes_every_smoke_step_on_warden_and_openstack() {
+    let Some(agent) = std::env::var_os("STEMCELL_BUILDER_TEST_AGENT") else {
+        support::skip(
+            "the_real_agent_passes_every_smoke_step_on_warden_and_openstack",
+            "STEMCELL_BUILDER_TEST_AGENT names no real bosh-agent binary",
+        );
+        return;
+    };
+    let (image, _) = support::default_os_image();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smoke-real-agent");
+    let _ = fs::remove_dir_all(&dir);
+    for iaas in ["warden", "openstack"] {
+        let out_dir = dir.join(format!("out-{iaas}"));
+        fs::create_dir_all(&out_dir).unwrap();
+        let out = Command::new(support::bin())
+            .args([
+                "build-stemcell",
+                "--iaas",
+                iaas,
+                "--version",
+                "1.2",
+                "--os-image",
+            ])
+            .arg(&image)
+            .arg("--agent")
+            .arg(&agent)
+            .arg("--output-dir")
+            .arg(&out_dir)
+            .arg("--work-dir")
+            .arg(dir.join(format!("work-{iaas}")))
+            .current_dir(support::repo())
+            .env_remove("resume_from")
+            .env_remove("IAAS")
+            .env_remove("HYPERVISOR")
+            .env_remove("OS_NAME")
+            .env_remove("OS_VERSION")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{iaas}: {}", text(&out.stderr));
+        let stemcell = fs::read_dir(&out_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+            .unwrap();
+        let out = smoke(
+            &stemcell,
+            &dir.join("scratch"),
+            &["--timeout", "900", "--format", "json"],
+        )
+        .output()
+        .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        assert!(out.status.success(), "{iaas}: {report:#}");
+        let mut expected = vec![
+            "boot",
+            "nats",
+            "ping",
+            "get_state",
+            "ssh setup",
+            "ssh login",
+            "upload_blob",
+            "apply",
+            "start",
+            "stop",
+            "run_script",
+        ];
+        if iaas != "warden" {
+            expected.insert(4, "ephemeral disk");
+        }
+        let names: Vec<String> = steps(&report).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, expected, "{report:#}");
+        assert!(steps(&report).iter().all(|(_, ok)| *ok), "{report:#}");
+    }
+}

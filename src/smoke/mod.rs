@@ -95,6 +95,15 @@ pub type OnStep<'a> = &'a mut dyn FnMut(&Step);
 
 /// Runs the smoke test; `Ok` holds the report whether the stemcell passed or not.
 pub fn run(plan: &SmokePlan, on_step: OnStep) -> Result<SmokeReport> {
+    if plan.timeout.is_zero() {
+        bail!("--timeout 0 leaves no time to boot: give the seconds smoke may take (e.g. 900)");
+    }
+    if !plan.scratch_dir.is_dir() {
+        bail!(
+            "--scratch-dir '{}' is not a directory: pass an existing directory",
+            plan.scratch_dir.display()
+        );
+    }
     let deadline = Instant::now() + plan.timeout;
     let inspection = crate::stemcell::inspect::inspect(&plan.stemcell)?;
     let infrastructure = inspection

@@ -111,3 +111,53 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real nats-server (Debian's, which CI installs) with the run's certificates: our
+    /// director connects with its client certificate; a client whose certificate another CA
+    /// signed is refused.
+    #[test]
+    fn nats_server_takes_only_clients_with_the_runs_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = super::super::certs::make(&["127.0.0.1".into()], "agent-1").unwrap();
+        let (server, files) = NatsServer::start(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            &certs,
+            &dir.path().join("nats"),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let director =
+                super::super::director::Director::connect(server.address, &files, "agent-1").await;
+            assert!(director.is_ok(), "{:#}", director.err().unwrap());
+            // A client certificate of another CA: the server's verify refuses it.
+            let stranger = super::super::certs::make(&["127.0.0.1".into()], "agent-1").unwrap();
+            let other = dir.path().join("other");
+            fs::create_dir_all(&other).unwrap();
+            let cert = other.join("c.pem");
+            let key = other.join("c.key");
+            fs::write(&cert, &stranger.director.certificate).unwrap();
+            fs::write(&key, &stranger.director.private_key).unwrap();
+            let refused = async_nats::ConnectOptions::new()
+                .require_tls(true)
+                .add_root_certificates(files.ca.clone())
+                .add_client_certificate(cert, key)
+                .connection_timeout(Duration::from_secs(5))
+                .connect(format!("tls://{}", server.address));
+            let refused = tokio::time::timeout(Duration::from_secs(20), refused).await;
+            assert!(
+                !matches!(refused, Ok(Ok(_))),
+                "a stranger's certificate was accepted"
+            );
+        });
+        let log = fs::read_to_string(&server.log).unwrap();
+        assert!(log.contains("TLS"), "{log}");
+    }
+}
