@@ -9,6 +9,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use debversion::Version;
 
+/// A package list larger than this is not one (a full OS image lists ~1 MiB at most).
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
+/// A `NAME VERSION ARCH` line longer than this is not one.
+pub const MAX_LINE_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Package {
     pub name: String,
@@ -58,13 +63,39 @@ impl PackageList {
         self.entries.is_empty()
     }
 
+    /// Reads a package list: a regular file (never a FIFO or a device, which could block or
+    /// never end) of at most [`MAX_LIST_BYTES`], each line at most [`MAX_LINE_BYTES`].
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read package list {}: pass the .packages.txt beside an OS image",
+        let fix = "pass the .packages.txt beside an OS image";
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read package list {}: {fix}", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "package list {} is not a regular file: {fix}",
                 path.display()
-            )
-        })?;
+            );
+        }
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_LIST_BYTES + 1).read_to_string(&mut text)
+            })
+            .with_context(|| format!("cannot read package list {}: {fix}", path.display()))?;
+        if text.len() as u64 > MAX_LIST_BYTES {
+            bail!(
+                "package list {} is larger than {} MiB, far more than any OS image's: {fix}",
+                path.display(),
+                MAX_LIST_BYTES >> 20
+            );
+        }
+        if let Some(number) = text.lines().position(|l| l.len() > MAX_LINE_BYTES) {
+            bail!(
+                "package list {} line {}: longer than {MAX_LINE_BYTES} bytes, not `NAME VERSION ARCH`",
+                path.display(),
+                number + 1
+            );
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -283,5 +314,27 @@ mod tests {
             assert!(err.contains(needle), "{err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn lists_that_are_not_regular_files_or_too_long_lines_are_refused_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let err = PackageList::read(&fifo).err().unwrap().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = PackageList::read(Path::new("/dev/zero"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let long = dir.path().join("long");
+        std::fs::write(
+            &long,
+            format!("a 1 amd64\n{}\n", "x".repeat(MAX_LINE_BYTES + 1)),
+        )
+        .unwrap();
+        let err = PackageList::read(&long).err().unwrap().to_string();
+        assert!(err.contains("line 2") && err.lines().count() == 1, "{err}");
     }
 }

@@ -57,7 +57,7 @@ pub fn run(plan: &BumpPlan) -> Result<BumpOutcome> {
     let new_version = if diff.is_empty() {
         None
     } else {
-        let next = plan.level.apply(&file.version);
+        let next = plan.level.apply(&file.version)?;
         file.write(&next)?;
         Some(next)
     };

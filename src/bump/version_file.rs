@@ -30,12 +30,22 @@ impl Level {
 
     /// The next version at this level; pre-release and build metadata are dropped, as
     /// Concourse's semver resource drops them when it bumps.
-    pub fn apply(self, v: &semver::Version) -> semver::Version {
-        match self {
-            Level::Major => semver::Version::new(v.major + 1, 0, 0),
-            Level::Minor => semver::Version::new(v.major, v.minor + 1, 0),
-            Level::Patch => semver::Version::new(v.major, v.minor, v.patch + 1),
-        }
+    /// A number at `u64::MAX` cannot go up: that is an error, never a wrap to 0 (which would
+    /// make the version go down).
+    pub fn apply(self, v: &semver::Version) -> anyhow::Result<semver::Version> {
+        let up = |n: u64| {
+            n.checked_add(1).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "version {v}: its {} number is already the largest there is; set a smaller version by hand",
+                    self.name()
+                )
+            })
+        };
+        Ok(match self {
+            Level::Major => semver::Version::new(up(v.major)?, 0, 0),
+            Level::Minor => semver::Version::new(v.major, up(v.minor)?, 0),
+            Level::Patch => semver::Version::new(v.major, v.minor, up(v.patch)?),
+        })
     }
 }
 
@@ -120,9 +130,17 @@ mod tests {
     #[test]
     fn levels_bump_like_the_semver_resource() {
         let v = semver::Version::parse("1.2.3-rc.1+build.5").unwrap();
-        assert_eq!(Level::Major.apply(&v).to_string(), "2.0.0");
-        assert_eq!(Level::Minor.apply(&v).to_string(), "1.3.0");
-        assert_eq!(Level::Patch.apply(&v).to_string(), "1.2.4");
+        assert_eq!(Level::Major.apply(&v).unwrap().to_string(), "2.0.0");
+        assert_eq!(Level::Minor.apply(&v).unwrap().to_string(), "1.3.0");
+        assert_eq!(Level::Patch.apply(&v).unwrap().to_string(), "1.2.4");
+        // At the largest number, a bump is refused, never wrapped to 0.
+        let top = semver::Version::new(1, 2, u64::MAX);
+        let err = Level::Patch.apply(&top).unwrap_err();
+        assert!(err.to_string().contains("largest"), "{err}");
+        assert!(Level::Minor.apply(&top).is_ok());
+        assert!(Level::Major
+            .apply(&semver::Version::new(u64::MAX, 0, 0))
+            .is_err());
     }
 
     #[test]
@@ -132,7 +150,8 @@ mod tests {
         std::fs::write(&path, "0.9.1\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let file = VersionFile::read(&path).unwrap();
-        file.write(&Level::Minor.apply(&file.version)).unwrap();
+        file.write(&Level::Minor.apply(&file.version).unwrap())
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "0.10.0\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
