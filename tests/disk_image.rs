@@ -32,6 +32,24 @@ fn loops_below(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// disk-image of a tree whose grub-install sleeps (`sleep MARKER`), returned once GRUB's step
+/// runs (the loop device attached, the copy mounted).
+fn disk_image_held_at_grub(dir: &Path, marker: &str, stderr: Stdio) -> std::process::Child {
+    let tree = dir.join("tree");
+    tree_with_grub(&tree, &format!("sleep {marker}"));
+    let child = disk_image(&tree, &dir.join("out"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(60, || !processes_with(&format!("sleep {marker}"))
+            .is_empty()),
+        "GRUB step reached"
+    );
+    child
+}
+
 fn disk_image(tree: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(support::bin());
     cmd.arg("disk-image")
@@ -89,17 +107,7 @@ fn a_tree_without_grub_is_refused_before_anything_is_attached() {
 #[test]
 fn sigkill_mid_disk_leaves_no_loop_device_mount_or_process() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    tree_with_grub(&tree, "sleep 717171");
-    let mut child = disk_image(&tree, &dir.path().join("out"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(30, || !processes_with("sleep 717171").is_empty()),
-        "GRUB step reached"
-    );
+    let mut child = disk_image_held_at_grub(dir.path(), "717171", Stdio::null());
     assert!(
         !loops_below(dir.path()).is_empty(),
         "the loop device is attached while it works"
@@ -268,17 +276,7 @@ fn boot_files_that_are_links_devices_or_fifos_are_refused_and_no_host_byte_chang
 #[test]
 fn the_copy_is_mounted_nodev_nosuid_while_the_disk_is_made() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    tree_with_grub(&tree, "sleep 737373");
-    let mut child = disk_image(&tree, &dir.path().join("out"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(60, || !processes_with("sleep 737373").is_empty()),
-        "GRUB step reached"
-    );
+    let mut child = disk_image_held_at_grub(dir.path(), "737373", Stdio::null());
     // The disk-image process's own mount namespace holds the copy's mount.
     let mounts = fs::read_to_string(format!("/proc/{}/mounts", child.id())).unwrap();
     child.kill().unwrap();
@@ -299,18 +297,8 @@ fn the_copy_is_mounted_nodev_nosuid_while_the_disk_is_made() {
 #[test]
 fn sigterm_mid_disk_removes_the_half_made_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    tree_with_grub(&tree, "sleep 747474");
     let out_dir = dir.path().join("out");
-    let mut child = disk_image(&tree, &out_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(60, || !processes_with("sleep 747474").is_empty()),
-        "GRUB step reached"
-    );
+    let mut child = disk_image_held_at_grub(dir.path(), "747474", Stdio::piped());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

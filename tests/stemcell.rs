@@ -56,6 +56,17 @@ fn blobstore_clis(dir: &Path) -> PathBuf {
 }
 
 fn build_stemcell(dir: &Path, os_image: &str, iaas: &str, extra: &[&str]) -> std::process::Output {
+    build_stemcell_with(dir, os_image, iaas, &agent(dir), extra)
+}
+
+/// `build_stemcell` with the agent binary `agent`.
+fn build_stemcell_with(
+    dir: &Path,
+    os_image: &str,
+    iaas: &str,
+    agent: &Path,
+    extra: &[&str],
+) -> std::process::Output {
     let out_dir = dir.join(format!("out-{iaas}"));
     fs::create_dir_all(&out_dir).unwrap();
     let clis = format!("blobstore_clis_dir={}", blobstore_clis(dir).display());
@@ -70,7 +81,7 @@ fn build_stemcell(dir: &Path, os_image: &str, iaas: &str, extra: &[&str]) -> std
             "1.2",
             "--agent",
         ])
-        .arg(agent(dir))
+        .arg(agent)
         .arg("--output-dir")
         .arg(&out_dir)
         .arg("--work-dir")
@@ -1522,34 +1533,11 @@ fn the_real_agent_passes_every_smoke_step_on_warden_and_openstack() {
     let (image, _) = support::default_os_image();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smoke-real-agent");
     let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
     for iaas in ["warden", "openstack"] {
-        let out_dir = dir.join(format!("out-{iaas}"));
-        fs::create_dir_all(&out_dir).unwrap();
-        let out = Command::new(support::bin())
-            .args([
-                "build-stemcell",
-                "--iaas",
-                iaas,
-                "--version",
-                "1.2",
-                "--os-image",
-            ])
-            .arg(&image)
-            .arg("--agent")
-            .arg(&agent)
-            .arg("--output-dir")
-            .arg(&out_dir)
-            .arg("--work-dir")
-            .arg(dir.join(format!("work-{iaas}")))
-            .current_dir(support::repo())
-            .env_remove("resume_from")
-            .env_remove("IAAS")
-            .env_remove("HYPERVISOR")
-            .env_remove("OS_NAME")
-            .env_remove("OS_VERSION")
-            .output()
-            .unwrap();
+        let out = build_stemcell_with(&dir, image.to_str().unwrap(), iaas, Path::new(&agent), &[]);
         assert!(out.status.success(), "{iaas}: {}", text(&out.stderr));
+        let out_dir = dir.join(format!("out-{iaas}"));
         let stemcell = fs::read_dir(&out_dir)
             .unwrap()
             .flatten()
