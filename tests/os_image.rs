@@ -86,7 +86,8 @@ fn artifact_sidecars_and_report() {
     for pkg in [
         "openssh-server ",
         "sudo ",
-        "monit ",
+        "resolvconf ",
+        "parted ",
         "runit ",
         "chrony ",
         "auditd ",
@@ -102,7 +103,7 @@ fn artifact_sidecars_and_report() {
     assert!(
         report.contains("duration report")
             && report.contains("00-base")
-            && report.contains("29-os_image_cleanup"),
+            && report.contains("30-os_image_cleanup"),
         "{report}"
     );
     assert!(report.contains("archive"), "{report}");
