@@ -94,6 +94,24 @@ pub fn disk_usage_mib(dir: &Path) -> Option<u64> {
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, and tightens an existing `dir` to 0700.
+/// A directory the tool makes inside one of its roots (a cache's kind dir, a work dir's logs,
+/// settings or chroot), 0700: what stands there must be a real directory. A symlink planted
+/// there (say `CACHE/layers -> /etc`) is refused in one line and never followed: no mode is
+/// changed and nothing is written through it. The root itself is the caller's path and may be
+/// a link (see [`create_private_dir`]).
+pub fn create_owned_dir(dir: &Path) -> anyhow::Result<()> {
+    if let Ok(meta) = dir.symlink_metadata() {
+        if !meta.is_dir() {
+            anyhow::bail!(
+                "{} is {}, not a directory the tool made: refusing to follow or write through it; remove it and run again",
+                dir.display(),
+                if meta.file_type().is_symlink() { "a symlink" } else { "not a directory" }
+            );
+        }
+    }
+    create_private_dir(dir)
+}
+
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -326,7 +326,7 @@ impl Cache {
     ) -> Result<Record> {
         check_key(key)?;
         let dir = self.root.join(kind.dir());
-        crate::fsutil::create_private_dir(&dir)?;
+        crate::fsutil::create_owned_dir(&dir)?;
         let archive = self.archive_path(kind, key);
         let pending = crate::output::PendingOutput::new(&archive)?;
         let (writer, hasher) = crate::checksum::HashingWriter::new(
@@ -492,5 +492,40 @@ mod tests {
             assert!(check_key(bad).is_err(), "{bad}");
         }
         assert!(check_key("trixie-amd64-02820fce24921d2d").is_ok());
+    }
+
+    #[test]
+    fn a_kind_dir_linked_to_a_host_directory_is_refused_and_the_directory_left_as_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&host, root.join(Kind::Layer.dir())).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/hostname"), "layer\n").unwrap();
+        let cache = Cache::new(&root);
+        let err = cache
+            .store(Kind::Layer, "k1", "01-x", None, &tree)
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("is a symlink") && !text.contains('\n'),
+            "{text}"
+        );
+        let meta = std::fs::metadata(&host).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o755,
+            "the host dir's mode"
+        );
+        assert_eq!(
+            std::fs::read_dir(&host).unwrap().count(),
+            0,
+            "nothing written there"
+        );
     }
 }

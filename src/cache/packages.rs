@@ -224,7 +224,7 @@ impl PackageCache {
             Err(e) => return Err(e.into()),
         };
         let dir = self.dir();
-        crate::fsutil::create_private_dir(&dir)?;
+        crate::fsutil::create_owned_dir(&dir)?;
         for name in entry_names(&archives)? {
             let Some(file) = name.to_str() else { continue };
             let Some((package, version, arch)) = parse_file_name(file) else {

@@ -101,7 +101,7 @@ impl LayerStack {
     /// The layers of `work` (created when missing); `cache` is the cache dir, if any.
     pub fn open(work: &Path, cache: Option<Cache>) -> Result<Self> {
         let dir = work.join("layers");
-        crate::fsutil::create_private_dir(&dir)?;
+        crate::fsutil::create_owned_dir(&dir)?;
         let mut previous = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)
             .with_context(|| format!("listing {}", dir.display()))?
@@ -161,7 +161,7 @@ impl LayerStack {
     /// Deletes every layer, for a new base.
     pub fn clear(&mut self) -> Result<()> {
         crate::fsutil::remove_tree(&self.dir)?;
-        crate::fsutil::create_private_dir(&self.dir)?;
+        crate::fsutil::create_owned_dir(&self.dir)?;
         self.chain.clear();
         Ok(())
     }
@@ -347,7 +347,7 @@ impl LayerStack {
         self.remove_scratch()?;
         overlay::init_upper(&self.dir.join(SCRATCH), &self.dir.join(top))?;
         self.fresh_dir(SCRATCH_WORK)?;
-        crate::fsutil::create_private_dir(&self.chroot)?;
+        crate::fsutil::create_owned_dir(&self.chroot)?;
         let overlay = OverlayMount {
             layers_dir: self.dir.clone(),
             lowers: self.lowers(extra),
@@ -449,7 +449,7 @@ impl LayerStack {
     fn fresh_dir(&self, name: &str) -> Result<()> {
         let dir = self.dir.join(name);
         crate::fsutil::remove_tree(&dir)?;
-        crate::fsutil::create_private_dir(&dir)
+        crate::fsutil::create_owned_dir(&dir)
     }
 
     fn write_record(&mut self, record: &LayerRecord) -> Result<()> {

@@ -185,7 +185,7 @@ pub fn run(
                     report.add(plan.base.step_name(), started.elapsed(), status);
                 }
             }
-            crate::fsutil::create_private_dir(&workspace.chroot)?;
+            crate::fsutil::create_owned_dir(&workspace.chroot)?;
             Some(stack)
         } else {
             if plan.resume_from.is_some() {

@@ -185,7 +185,7 @@ impl BuildSettings {
     /// Writes `to_bash()` to `path`, readable by root only: it may hold secrets.
     pub fn write(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
-            crate::fsutil::create_private_dir(dir)?;
+            crate::fsutil::create_owned_dir(dir)?;
         }
         crate::output::write_atomically(path, self.to_bash().as_bytes())?;
         use std::os::unix::fs::PermissionsExt;

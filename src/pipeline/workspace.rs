@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::lock::WorkDirLock;
-use crate::fsutil::create_private_dir;
+use crate::fsutil::{create_owned_dir, create_private_dir};
 
 const BASE_DONE: &str = ".base-complete";
 /// The mark of a work dir this tool made.
@@ -108,7 +108,7 @@ impl Workspace {
             crate::fsutil::remove_tree(&self.work.join("layers"))?;
         }
         let _ = std::fs::remove_file(self.work.join(BASE_DONE));
-        create_private_dir(&self.work.join("logs"))?;
+        create_owned_dir(&self.work.join("logs"))?;
         Ok(())
     }
 
@@ -135,7 +135,7 @@ impl Workspace {
     /// A directory of the work dir the tool owns (`inputs`, `disk`, `stemcell`), made private.
     pub fn private_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.work.join(name);
-        create_private_dir(&dir)?;
+        create_owned_dir(&dir)?;
         Ok(dir)
     }
 }
