@@ -179,12 +179,7 @@ fn boot_files_that_are_links_devices_or_fifos_are_refused_and_no_host_byte_chang
         (
             "block device",
             Box::new(|t: &Path| {
-                let out = Command::new("mknod")
-                    .arg(t.join("etc/fstab"))
-                    .args(["b", "7", "0"])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
+                support::loop_device_node(&t.join("etc/fstab"));
             }),
             "a block device",
             "bios",
@@ -206,12 +201,7 @@ fn boot_files_that_are_links_devices_or_fifos_are_refused_and_no_host_byte_chang
             Box::new(|t: &Path| {
                 fs::create_dir_all(t.join("etc/default/grub.d")).unwrap();
                 fs::create_dir_all(t.join("dev")).unwrap();
-                let out = Command::new("mknod")
-                    .arg(t.join("dev/evil"))
-                    .args(["b", "7", "0"])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
+                support::loop_device_node(&t.join("dev/evil"));
                 std::os::unix::fs::symlink(
                     "../../../dev/evil",
                     t.join("etc/default/grub.d/90-root-label.cfg"),

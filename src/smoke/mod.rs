@@ -136,7 +136,9 @@ pub fn run(plan: &SmokePlan, on_step: OnStep) -> Result<SmokeReport> {
             )
         })?;
     let image = scratch.path().join("image");
-    extract_member(&plan.stemcell, "image", &image)?;
+    if !extract_member(&plan.stemcell, "image", &image)? {
+        bail!("{} has no image member", plan.stemcell.display());
+    }
     let agent_id = format!("smoke-{}-{}", std::process::id(), unique());
     let key = ssh_key(scratch.path())?;
     let mut run = Run {
@@ -208,9 +210,10 @@ fn unique() -> String {
     format!("{nanos:08x}")
 }
 
-/// Copies the member `name` of the stemcell tarball to `to`.
-fn extract_member(stemcell: &Path, name: &str, to: &Path) -> Result<()> {
-    let file = fs::File::open(stemcell)?;
+/// Copies the member `name` of a gzip tar (the stemcell, or its `image`) to `to`; `false`
+/// when the archive has no such member.
+fn extract_member(archive: &Path, name: &str, to: &Path) -> Result<bool> {
+    let file = fs::File::open(archive)?;
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -222,27 +225,36 @@ fn extract_member(stemcell: &Path, name: &str, to: &Path) -> Result<()> {
         if path == name {
             let mut out = fs::File::create(to)?;
             std::io::copy(&mut entry, &mut out)?;
-            return Ok(());
+            return Ok(true);
         }
     }
-    bail!("{} has no {name} member", stemcell.display())
+    Ok(false)
+}
+
+/// Runs a host tool to its end; its stderr is the error when it fails.
+pub(crate) fn run_tool(command: &mut Command, what: &str) -> Result<()> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// An ed25519 key pair for the ssh step; returns the private key's path.
 fn ssh_key(dir: &Path) -> Result<PathBuf> {
     let key = dir.join("id_ed25519");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "smoke", "-f"])
-        .arg(&key)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ssh-keygen: apt-get install -y openssh-client")?;
-    if !out.status.success() {
-        bail!(
-            "ssh-keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    run_tool(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "smoke", "-f"])
+            .arg(&key),
+        "ssh-keygen (apt-get install -y openssh-client)",
+    )?;
     Ok(key)
 }
 
@@ -432,18 +444,7 @@ fn run_vm(
 /// The disk inside a VM stemcell's `image` (a tgz of root.img), and its qemu format.
 fn extract_disk(image: &Path, scratch: &Path) -> Result<(PathBuf, &'static str)> {
     let disk = scratch.join("root.img");
-    let file = fs::File::open(image)?;
-    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
-    let mut found = false;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.path()?.to_string_lossy().trim_start_matches("./") == "root.img" {
-            entry.unpack(&disk)?;
-            found = true;
-            break;
-        }
-    }
-    if !found {
+    if !extract_member(image, "root.img", &disk)? {
         bail!("the stemcell's image holds no root.img: smoke boots raw and qcow2 stemcells (and warden ones)");
     }
     let mut magic = [0u8; 4];

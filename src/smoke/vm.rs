@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use super::run_tool;
+
 /// How qemu runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,18 +44,18 @@ pub fn config_drive(dir: &Path, user_data: &[u8], meta_data: &[u8]) -> Result<Pa
     file.set_len(16 << 20)?;
     drop(file);
     let image_arg = image.display().to_string();
-    run(
+    run_tool(
         Command::new("mkfs.vfat").args(["-n", "CONFIG-2", &image_arg]),
         "mkfs.vfat (apt-get install -y dosfstools)",
     )?;
-    run(
+    run_tool(
         Command::new("mmd").args(["-i", &image_arg, "::/ec2", "::/ec2/latest"]),
         "mmd (apt-get install -y mtools)",
     )?;
     for (name, bytes) in [("user-data", user_data), ("meta-data.json", meta_data)] {
         let local = dir.join(name);
         super::write_private(&local, bytes)?;
-        run(
+        run_tool(
             Command::new("mcopy")
                 .args(["-i", &image_arg])
                 .arg(&local)
@@ -74,7 +76,7 @@ impl Vm {
             )
         })?;
         let ephemeral = dir.join("ephemeral.qcow2");
-        run(
+        run_tool(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2"])
                 .arg(&ephemeral)
@@ -141,18 +143,4 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn run(command: &mut Command, what: &str) -> Result<()> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }

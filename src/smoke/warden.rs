@@ -165,19 +165,10 @@ fn bind_arg(host: &Path, inside: &str) -> OsString {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    super::run_tool(
+        Command::new(program).args(args),
+        &format!("{program} {}", args.join(" ")),
+    )
 }
 
 /// The hidden `container` subcommand: runs the CPI's start command in `root` under a new

@@ -622,3 +622,15 @@ pub fn under_terminal(cmd: &mut Command, stdio_on_tty: bool, input: &[u8]) -> Un
         injected,
     }
 }
+
+/// A block device node `b 7 0` (the host's first loop device) at `path`: what a hostile tree
+/// plants where the builder expects a file.
+pub fn loop_device_node(path: &Path) {
+    nix::sys::stat::mknod(
+        path,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(7, 0),
+    )
+    .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+}
